@@ -278,3 +278,22 @@ async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> No
             assert (await client.delete(location)).status == 204
         finally:
             await caller.close()
+
+
+async def test_call_whose_media_never_connects_is_ended(start_gateway: Callable[..., Any]) -> None:
+    """An offer whose caller never completes ICE is released after the setup timeout."""
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector, call_setup_timeout_s=1.0)
+    caller = CallerPeer()
+    try:
+        response = await client.post(
+            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+        )
+        assert response.status == 201  # ... and the caller never applies the answer
+        async with asyncio.timeout(5):
+            while (await (await client.get("/healthz")).json())["calls"]:
+                await asyncio.sleep(0.1)
+        assert connector.last.closed
+        assert (await client.delete(response.headers["Location"])).status == 404
+    finally:
+        await caller.close()
