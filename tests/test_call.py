@@ -129,8 +129,9 @@ async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..
         await caller.wait_message(type="session")
         agent = connector.last
         agent.emit(AgentAudio(agent_tone(5.0)))  # a long reply, queued at once
-        await asyncio.sleep(0.8)
-        assert sum(f.rms > 1000 for f in caller.frames[-10:]) >= 8
+        async with asyncio.timeout(5):
+            while sum(f.rms > 1000 for f in caller.frames[-10:]) < 8:
+                await asyncio.sleep(0.05)
         agent.emit(AgentInterrupted())
         message = await caller.wait_message(type="interrupted")
         assert message == {"type": "interrupted"}
