@@ -1,0 +1,318 @@
+"""The offline live connection: what ADK's live flow sees instead of Gemini Live.
+
+It answers in the same `LlmResponse` shapes as ADK's Gemini connection:
+- caller audio -> endpointer -> recognizer: `input_transcription` partials (the
+  whole hypothesis so far) while the caller speaks, a finished one at end of turn;
+- a reply per turn (spoken or typed): a `function_call` part (with an id) when the
+  utterance names a declared tool, then, once ADK sends the `function_response`
+  back through `send_content`, the result is spoken; otherwise a short answer;
+- AUDIO modality: `audio/pcm;rate=24000` inline-data chunks as synthesized, with
+  `output_transcription`, and `turn_complete` once the audio would have played;
+  TEXT modality: streamed text parts, then the whole text, then `turn_complete`;
+- caller speech while a reply is being made or played: synthesis stops and an
+  `interrupted` response goes out at once.
+
+Recognition runs in a small shared thread pool, synthesis in espeak's own thread:
+the event loop only moves bytes. Every task is owned by the connection and ended
+by `close()`. ADK plugin: imports google.adk / google.genai and this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
+
+from google.adk.models.base_llm_connection import BaseLlmConnection
+from google.adk.models.llm_response import LlmResponse
+from google.genai import types
+
+from gateway.audio_format import AGENT_OUTPUT_MIME, AGENT_OUTPUT_RATE_HZ, pcm_duration_s
+from gateway.models.local_live.endpointer import (
+    Endpointer,
+    EndpointerConfig,
+    SpeechAudio,
+    SpeechStarted,
+    TurnEnded,
+)
+from gateway.models.local_live.recognizer import UtteranceRecognizer
+from gateway.models.local_live.replies import CallTool, ToolSpec, clip, decide, spoken_result
+from gateway.models.local_live.synthesizer import SpeechSynthesizer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Recognition work of all calls shares two threads (the machine has two cores).
+RECOGNITION_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
+    max_workers=2, thread_name_prefix="local-live-asr"
+)
+#: Caller audio waiting for the endpointer: 250 chunks (5 s of 20 ms chunks). When
+#: full, the oldest chunk is dropped and counted: the caller's latest audio matters.
+AUDIO_QUEUE_CHUNKS = 250
+#: Responses waiting for ADK; producers wait when it is full (backpressure).
+RESPONSE_QUEUE_SIZE = 512
+#: How long a tool may take before the caller hears an apology.
+TOOL_TIMEOUT_S = 30.0
+#: How long closing may wait for the connection's tasks.
+CLOSE_TIMEOUT_S = 2.0
+
+_END_OF_TURN = b""  # queued by ActivityEnd / audio_stream_end: end the turn now
+_call_ids = itertools.count(1)
+
+
+class LocalLiveConnection(BaseLlmConnection):
+    """One live session of the offline model."""
+
+    def __init__(
+        self,
+        *,
+        recognizer: UtteranceRecognizer,
+        synthesizer: SpeechSynthesizer,
+        tools: list[ToolSpec],
+        text_mode: bool,
+        endpointer: EndpointerConfig | None = None,
+    ) -> None:
+        self._recognizer = recognizer
+        self._synthesizer = synthesizer
+        self._tools = tools
+        self._text_mode = text_mode
+        self._endpointer = Endpointer(endpointer)
+        self._audio: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_CHUNKS)
+        self._out: asyncio.Queue[LlmResponse | None] = asyncio.Queue(RESPONSE_QUEUE_SIZE)
+        self._pending_calls: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._reply: asyncio.Task[None] | None = None
+        self._playback_until = 0.0
+        self._last_partial = ""
+        self._closed = False
+        self.dropped_audio_chunks = 0
+        self.history: list[types.Content] = []
+
+    def start(self) -> None:
+        """Start listening (the connection's one long-lived task)."""
+        self._listener = asyncio.create_task(self._listen(), name="local-live/listen")
+
+    # -- inbound: ADK's send_to_model calls these ----------------------------------
+
+    async def send_history(self, history: list[types.Content]) -> None:
+        self.history = list(history)  # kept for inspection; replies do not depend on it
+
+    async def send_content(self, content: types.Content) -> None:
+        parts = content.parts or []
+        for part in parts:
+            if part.function_response is not None:
+                self._deliver(part.function_response)
+        text = " ".join(p.text for p in parts if p.text and not p.thought)
+        if text.strip() and not self._closed:
+            await self._interrupt_if_replying()
+            self._start_reply(text)
+
+    async def send_realtime(self, blob: Any) -> None:
+        if isinstance(blob, types.Blob):
+            if blob.data and (blob.mime_type or "").startswith("audio/pcm"):
+                self._queue_audio(blob.data)
+        elif isinstance(blob, types.ActivityEnd) or (
+            isinstance(blob, types.LiveClientRealtimeInput) and blob.audio_stream_end
+        ):
+            self._queue_audio(_END_OF_TURN)
+
+    def _queue_audio(self, pcm: bytes) -> None:
+        if self._closed:
+            return
+        if self._audio.full():
+            self._audio.get_nowait()
+            self.dropped_audio_chunks += 1
+        self._audio.put_nowait(pcm)
+
+    def _deliver(self, response: types.FunctionResponse) -> None:
+        future = self._pending_calls.pop(response.id or "", None)
+        if future is None or future.done():
+            logger.debug("function response for no waiting call (%s)", response.name)
+            return
+        future.set_result(dict(response.response or {}))
+
+    # -- outbound: ADK's receive_from_model drives this -----------------------------
+
+    async def receive(self) -> AsyncGenerator[LlmResponse, None]:
+        # ADK calls receive() again after it returns, until one returns without
+        # yielding: once closed, return at once.
+        while not self._closed:
+            response = await self._out.get()
+            if response is None:
+                self._closed = True
+                return
+            yield response
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._listener, self._reply) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+        for future in self._pending_calls.values():
+            future.cancel()
+        self._pending_calls.clear()
+        while self._out.full():
+            self._out.get_nowait()  # the session is ending: undelivered output is moot
+        self._out.put_nowait(None)
+        await asyncio.get_running_loop().run_in_executor(
+            RECOGNITION_EXECUTOR, self._recognizer.close
+        )
+
+    async def _emit(self, **fields: Any) -> None:
+        await self._out.put(LlmResponse(**fields))
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(RECOGNITION_EXECUTOR, fn, *args)
+
+    # -- listening -------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        try:
+            while True:
+                pcm = await self._audio.get()
+                if pcm is _END_OF_TURN or not pcm:
+                    if self._endpointer.in_speech:
+                        self._endpointer.reset()
+                        await self._end_of_turn()
+                    continue
+                for event in self._endpointer.feed(pcm):
+                    if isinstance(event, SpeechStarted):
+                        await self._interrupt_if_replying()
+                        self._last_partial = ""
+                        await self._partial(
+                            await self._in_thread(self._recognizer.begin, event.pcm)
+                        )
+                    elif isinstance(event, SpeechAudio):
+                        await self._partial(await self._in_thread(self._recognizer.feed, event.pcm))
+                    elif isinstance(event, TurnEnded):
+                        await self._end_of_turn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # boundary: a broken recognizer ends the session, reported once
+            logger.exception("offline live model stopped listening")
+            await self._emit(
+                error_code="LOCAL_LIVE_FAILED",
+                error_message="the offline model stopped listening",
+                turn_complete=True,
+            )
+            self._closed = True
+            await self._out.put(None)
+
+    async def _partial(self, text: str) -> None:
+        if text and text != self._last_partial:
+            self._last_partial = text
+            await self._emit(
+                input_transcription=types.Transcription(text=text, finished=False), partial=True
+            )
+
+    async def _end_of_turn(self) -> None:
+        recognition = await self._in_thread(self._recognizer.end)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
+        if not recognition.text:
+            return
+        await self._emit(
+            input_transcription=types.Transcription(text=recognition.text, finished=True),
+            partial=False,
+        )
+        self._start_reply(recognition.text)
+
+    # -- replying --------------------------------------------------------------------
+
+    def _replying(self) -> bool:
+        active = self._reply is not None and not self._reply.done()
+        return active or asyncio.get_running_loop().time() < self._playback_until
+
+    async def _interrupt_if_replying(self) -> None:
+        """Barge-in: stop the reply (synthesis aborts) and say so at once."""
+        if not self._replying():
+            return
+        self._playback_until = 0.0
+        if self._reply is not None and not self._reply.done():
+            self._reply.cancel()
+            await asyncio.wait([self._reply], timeout=CLOSE_TIMEOUT_S)
+        await self._emit(interrupted=True)
+
+    def _start_reply(self, text: str) -> None:
+        self._reply = asyncio.create_task(self._answer(text), name="local-live/reply")
+
+    async def _answer(self, heard: str) -> None:
+        try:
+            reply = decide(heard, self._tools)
+            if reply is None:
+                return
+            text = await self._call_tool(reply.name) if isinstance(reply, CallTool) else reply.text
+            if self._text_mode:
+                await self._write(text)
+            else:
+                await self._speak(text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # boundary: one failed reply is reported; listening goes on
+            logger.exception("offline live model failed to reply")
+            await self._emit(
+                error_code="LOCAL_LIVE_REPLY_FAILED",
+                error_message="the offline model could not reply",
+                turn_complete=True,
+            )
+
+    async def _call_tool(self, name: str) -> str:
+        """A real function call through ADK's live tool flow; the result as a sentence."""
+        call_id = f"local-live-{next(_call_ids)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending_calls[call_id] = future
+        call = types.FunctionCall(id=call_id, name=name, args={})
+        await self._emit(
+            content=types.Content(role="model", parts=[types.Part(function_call=call)])
+        )
+        try:
+            return spoken_result(await asyncio.wait_for(future, TOOL_TIMEOUT_S))
+        except TimeoutError:
+            logger.warning("tool %s gave no response in %.0f s", name, TOOL_TIMEOUT_S)
+            return "Sorry, that took too long."
+        finally:
+            self._pending_calls.pop(call_id, None)
+
+    async def _write(self, text: str) -> None:
+        text = clip(text)
+        for i, word in enumerate(text.split(" ")):
+            chunk = types.Part(text=word if i == 0 else f" {word}")
+            await self._emit(content=types.Content(role="model", parts=[chunk]), partial=True)
+        await self._emit(content=types.Content(role="model", parts=[types.Part(text=text)]))
+        await self._emit(turn_complete=True)
+
+    async def _speak(self, text: str) -> None:
+        text = clip(text)
+        loop = asyncio.get_running_loop()
+        await self._emit(
+            output_transcription=types.Transcription(text=text, finished=False), partial=True
+        )
+        started: float | None = None
+        spoken_s = 0.0
+        async with contextlib.aclosing(self._synthesizer.stream(text)) as chunks:
+            async for pcm in chunks:
+                started = loop.time() if started is None else started
+                spoken_s += pcm_duration_s(pcm, AGENT_OUTPUT_RATE_HZ)
+                blob = types.Blob(mime_type=AGENT_OUTPUT_MIME, data=pcm)
+                await self._emit(
+                    content=types.Content(role="model", parts=[types.Part(inline_data=blob)])
+                )
+        await self._emit(
+            output_transcription=types.Transcription(text=text, finished=True), partial=False
+        )
+        # Synthesis runs far ahead of playback; the turn lasts until the caller has
+        # heard it, so speech meanwhile still counts as a barge-in.
+        if started is not None:
+            self._playback_until = started + spoken_s
+            await asyncio.sleep(max(0.0, self._playback_until - loop.time()))
+            self._playback_until = 0.0
+        await self._emit(turn_complete=True)

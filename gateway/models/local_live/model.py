@@ -1,0 +1,136 @@
+"""`local-live`: the offline ADK live model (pocketsphinx in, espeak-ng out).
+
+A `BaseLlm` whose `connect()` yields a `LocalLiveConnection`; registered with ADK's
+`LLMRegistry` (importing this package is enough), so any ADK agent can use it with
+`model="local-live"`. It reads the agent's declared tools from the request to build
+its recognition grammar and to decide which tool an utterance asks for.
+
+Non-live `generate_content_async` answers the last user text (or the last tool
+result) with the same reply logic, so the model also works with `run_async`.
+
+ADK plugin: imports google.adk / google.genai and this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from google.adk.models._capabilities import LlmCapabilities
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.base_llm_connection import BaseLlmConnection
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.genai import types
+
+from gateway.models.local_live import recognizer
+from gateway.models.local_live.connection import RECOGNITION_EXECUTOR, LocalLiveConnection
+from gateway.models.local_live.endpointer import EndpointerConfig
+from gateway.models.local_live.replies import (
+    CallTool,
+    ToolSpec,
+    decide,
+    grammar_phrases,
+    spoken_result,
+)
+from gateway.models.local_live.synthesizer import default_synthesizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "local-live"
+
+
+def declared_tools(llm_request: LlmRequest) -> list[ToolSpec]:
+    """The function declarations the agent gave the model, as `ToolSpec`s."""
+    specs: list[ToolSpec] = []
+    for tool in llm_request.config.tools or []:
+        for declaration in getattr(tool, "function_declarations", None) or []:
+            if declaration.name:
+                specs.append(
+                    ToolSpec(
+                        declaration.name, declaration.description or "", _required(declaration)
+                    )
+                )
+    return specs
+
+
+def _required(declaration: types.FunctionDeclaration) -> tuple[str, ...]:
+    if declaration.parameters is not None:
+        return tuple(declaration.parameters.required or ())
+    schema = declaration.parameters_json_schema
+    if isinstance(schema, dict):
+        return tuple(schema.get("required") or ())
+    return ()
+
+
+def warm_up() -> float:
+    """Load the recognizer's acoustic model now; returns the seconds it took."""
+    started = time.perf_counter()
+    recognizer.warm_up()
+    return time.perf_counter() - started
+
+
+class LocalLiveModel(BaseLlm):
+    """The offline live model; `endpointer` tunes end-of-turn detection."""
+
+    model: str = MODEL_NAME
+    endpointer: EndpointerConfig = EndpointerConfig()
+
+    @classmethod
+    def supported_models(cls) -> list[str]:
+        return [r"local-live(-.*)?"]
+
+    @property
+    def capabilities(self) -> LlmCapabilities:
+        return LlmCapabilities(output_schema_and_tools=False)
+
+    def connect(
+        self, llm_request: LlmRequest
+    ) -> contextlib.AbstractAsyncContextManager[BaseLlmConnection]:
+        return self._connect(llm_request)
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, llm_request: LlmRequest) -> AsyncIterator[BaseLlmConnection]:
+        tools = declared_tools(llm_request)
+        modalities = llm_request.live_connect_config.response_modalities or []
+        loop = asyncio.get_running_loop()
+        listener = await loop.run_in_executor(
+            RECOGNITION_EXECUTOR, recognizer.UtteranceRecognizer, grammar_phrases(tools)
+        )
+        connection = LocalLiveConnection(
+            recognizer=listener,
+            synthesizer=default_synthesizer(),
+            tools=tools,
+            text_mode=types.Modality.TEXT in modalities,
+            endpointer=self.endpointer,
+        )
+        connection.start()
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        last = llm_request.contents[-1] if llm_request.contents else None
+        parts = (last.parts or []) if last else []
+        results = [p.function_response for p in parts if p.function_response]
+        if results:
+            yield _text(spoken_result(results[-1].response))
+            return
+        reply = decide(" ".join(p.text for p in parts if p.text), declared_tools(llm_request))
+        if isinstance(reply, CallTool):
+            call = types.FunctionCall(id=f"local-live-{reply.name}", name=reply.name, args={})
+            yield LlmResponse(
+                content=types.Content(role="model", parts=[types.Part(function_call=call)])
+            )
+        else:
+            yield _text(reply.text if reply else "")
+
+
+def _text(text: str) -> LlmResponse:
+    return LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
