@@ -117,7 +117,7 @@ class Endpointer:
                 return None
             self._in_speech = True
             self._quiet_frames = 0
-            self._speech_frames = len(self._recent)
+            self._speech_frames = self._start_frames
             pre_roll = b"".join(f for f, _ in self._recent)
             self._recent.clear()
             return SpeechStarted(pre_roll)

@@ -143,6 +143,8 @@ class UtteranceRecognizer:
         """More audio of the utterance; returns the best partial text so far."""
         if not self._active:
             return ""
+        if not pcm:
+            return ""
         if len(self._audio) < MAX_UTTERANCE_BYTES:
             self._audio += pcm
         self._decoder.process_raw(pcm)
@@ -185,14 +187,26 @@ def recognize_open(pcm: bytes) -> str:
 
 def recognize_phrases(pcm: bytes, phrases: list[str]) -> str:
     """One-shot: which of `phrases` is `pcm` ("" when none fits)."""
-    recognizer = UtteranceRecognizer(phrases)
+    return recognize_jsgf(pcm, build_jsgf([normalize(p) for p in phrases]))
+
+
+def recognize_jsgf(pcm: bytes, jsgf: str) -> str:
+    """One-shot recognition of a whole utterance against a JSGF grammar."""
+    decoder, stale_search = _pool.take()
+    search = f"oneshot{threading.get_ident()}"
+    decoder.add_jsgf_string(search, jsgf)
+    decoder.activate_search(search)
+    if stale_search is not None and stale_search != search:
+        decoder.remove_search(stale_search)
     try:
-        recognizer.begin(b"")
+        decoder.start_utt()
         for offset in range(0, len(pcm), 3200):
-            recognizer.feed(pcm[offset : offset + 3200])
-        return recognizer.end(open_fallback=False).text
+            decoder.process_raw(pcm[offset : offset + 3200])
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        return _clean(hyp.hypstr) if hyp is not None else ""
     finally:
-        recognizer.close()
+        _pool.give_back(decoder, search)
 
 
 def _clean(hypstr: str) -> str:
