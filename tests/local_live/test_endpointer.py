@@ -45,7 +45,9 @@ def noise(seconds: float, rms: float) -> bytes:
     return rng.normal(0, rms, int(seconds * RATE)).astype("<i2").tobytes()
 
 
-def feed_all(endpointer: Endpointer, pcm: bytes, chunk: int = 640) -> list[tuple[float, EndpointEvent]]:
+def feed_all(
+    endpointer: Endpointer, pcm: bytes, chunk: int = 640
+) -> list[tuple[float, EndpointEvent]]:
     """Events with the audio time (s) at which the chunk producing them ended."""
     out: list[tuple[float, EndpointEvent]] = []
     for offset in range(0, len(pcm), chunk):
@@ -94,9 +96,7 @@ def test_chunking_does_not_change_the_result() -> None:
     for chunk in (2, 322, 960, 4800):
         events = feed_all(Endpointer(), audio, chunk)
         assert [type(e) for _, e in events].count(TurnEnded) == 2, chunk
-        audio_out = b"".join(
-            e.pcm for _, e in events if isinstance(e, SpeechStarted | SpeechAudio)
-        )
+        audio_out = b"".join(e.pcm for _, e in events if isinstance(e, SpeechStarted | SpeechAudio))
         assert len(audio_out) % 960 == 0
 
 

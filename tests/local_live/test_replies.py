@@ -85,7 +85,9 @@ def test_nothing_said_gets_no_reply() -> None:
 def test_results_become_sentences() -> None:
     assert spoken_result({"status": "success", "report": "It is 2:05 PM."}) == "It is 2:05 PM."
     assert spoken_result({"result": 42}) == "42"
-    assert spoken_result({"status": "ok", "city": "Paris", "temp_c": 21}) == "city Paris, temp c 21."
+    assert (
+        spoken_result({"status": "ok", "city": "Paris", "temp_c": 21}) == "city Paris, temp c 21."
+    )
     assert spoken_result({"error": "boom"}) == "Sorry, that did not work."
     assert spoken_result({}) == "Done."
     assert len(spoken_result({"report": "word " * 500})) <= 403
