@@ -215,6 +215,7 @@ class LocalLiveConnection(BaseLlmConnection):
             )
 
     async def _end_of_turn(self) -> None:
+        logger.debug("end of turn")
         recognition = await self._in_thread(self._recognizer.end)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
@@ -300,7 +301,9 @@ class LocalLiveConnection(BaseLlmConnection):
         spoken_s = 0.0
         async with contextlib.aclosing(self._synthesizer.stream(text)) as chunks:
             async for pcm in chunks:
-                started = loop.time() if started is None else started
+                if started is None:
+                    started = loop.time()
+                    logger.debug("first reply audio")
                 spoken_s += pcm_duration_s(pcm, AGENT_OUTPUT_RATE_HZ)
                 blob = types.Blob(mime_type=AGENT_OUTPUT_MIME, data=pcm)
                 await self._emit(

@@ -1,0 +1,174 @@
+"""Offline live model: end of the caller's speech to the first reply audio.
+
+    .venv/bin/python bench/offline_latency.py [--runs 7] [--level gateway|adk]
+
+`gateway` (default): a headless aiortc caller speaks an espeak-ng recording of "what
+time is it now" into an in-process gateway serving the default agent with the
+offline model, over loopback. Measured from the moment the caller's microphone
+sent its last voiced 20 ms frame to the arrival of the first loud (RMS >= 300)
+reply frame: includes Opus both ways, the jitter buffer, the endpointer's hangover,
+recognition, ADK's tool call and synthesis.
+
+`adk`: the same question fed in 20 ms chunks straight into ADK's `run_live` with the
+default agent; measured from the end of the speech samples to the first audio
+event. No network, no codec.
+
+Prints each run and the median; the target is a median <= 500 ms on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from google.adk.sessions import InMemorySessionService  # noqa: E402
+from google.genai import types  # noqa: E402
+
+from gateway import ice  # noqa: E402
+from gateway.agent_bridge import AdkAgentConnector  # noqa: E402
+from gateway.agents.default import build_default_agent  # noqa: E402
+from gateway.app import create_app  # noqa: E402
+from gateway.config import load_settings  # noqa: E402
+from tests.local_live.caller import ListeningCaller, TimedPlayerTrack  # noqa: E402
+from tests.local_live.live import live_call  # noqa: E402
+from tests.local_live.speech import recording  # noqa: E402
+
+QUESTION = "what time is it now"
+LOUD_RMS = 300.0
+
+
+class MarkTimes(logging.Handler):
+    """Monotonic times of the offline model's "end of turn" / "first reply audio" logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.marks: list[tuple[str, float]] = []
+        self._offset = time.time() - time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.marks.append((record.getMessage(), record.created - self._offset))
+
+    def first(self, message: str, after: float) -> float:
+        return next(at for m, at in self.marks if m == message and at > after)
+
+
+MARKS = MarkTimes()
+BREAKDOWN: list[tuple[float, float, float]] = []
+HEARD: list[str] = []
+
+
+async def one_gateway_run(client: TestClient, question: bytes) -> float:  # type: ignore[type-arg]
+    caller = ListeningCaller()
+    try:
+        response = await client.post(
+            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+        )
+        assert response.status == 201, await response.text()
+        await caller.accept(await response.text())
+        await caller.wait_connected()
+        await caller.wait_message(type="session")
+        await asyncio.sleep(0.5)
+        caller.mic.play(question)
+        await caller.wait_message(type="turn_complete", timeout=20)
+        user = await caller.wait_message(type="transcript", role="user", final=True)
+        HEARD.append(user["text"])
+        mic = caller.mic
+        assert isinstance(mic, TimedPlayerTrack)
+        ended = mic.last_voiced_at(LOUD_RMS)
+        assert ended is not None
+        first = next(f.at for f in caller.frames if f.at > ended and f.rms >= LOUD_RMS)
+        turn_end = MARKS.first("end of turn", after=ended - 0.5)
+        reply = MARKS.first("first reply audio", after=turn_end)
+        BREAKDOWN.append((turn_end - ended, reply - turn_end, first - reply))
+        await client.delete(response.headers["Location"])
+        return first - ended
+    finally:
+        await caller.close()
+
+
+async def gateway_runs(runs: int, question: bytes) -> list[float]:
+    ice.restrict_host_addresses(["127.0.0.1"])
+    settings = load_settings({"ice_addresses": "127.0.0.1"}, environ={})
+    connector = AdkAgentConnector(
+        build_default_agent(environ={}),
+        InMemorySessionService(),  # type: ignore[no-untyped-call]
+        app_name="bench",
+    )
+    client = TestClient(TestServer(create_app(settings, connector)))
+    await client.start_server()
+    try:
+        return [await one_gateway_run(client, question) for _ in range(runs)]
+    finally:
+        await client.close()
+        await connector.close()
+
+
+async def adk_runs(runs: int, question: bytes) -> list[float]:
+    agent = build_default_agent(environ={})
+    results = []
+    for _ in range(runs):
+        async with live_call(agent, types.Modality.AUDIO) as call:
+            ended = await call.speak(question)
+            first = await call.wait_for(
+                lambda e: bool(e.content and any(p.inline_data for p in e.content.parts or []))
+            )
+            await call.wait_for(lambda e: bool(e.turn_complete))
+        results.append(first - (ended - trailing_quiet_s(question, 16_000)))
+    return results
+
+
+def trailing_quiet_s(pcm: bytes, rate_hz: int, frame_s: float = 0.02) -> float:
+    """Seconds after the last 20 ms frame louder than `LOUD_RMS`."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    step = int(rate_hz * frame_s)
+    frames = len(samples) // step
+    for i in range(frames - 1, -1, -1):
+        if np.sqrt(np.mean(samples[i * step : (i + 1) * step] ** 2)) >= LOUD_RMS:
+            return (len(samples) - (i + 1) * step) / rate_hz
+    return 0.0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--level", choices=("gateway", "adk"), default="gateway")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    connection_log = logging.getLogger("gateway.models.local_live.connection")
+    connection_log.setLevel(logging.DEBUG)
+    connection_log.addHandler(MARKS)
+    connection_log.propagate = False
+    with tempfile.TemporaryDirectory() as tmp:
+        rate = 48_000 if args.level == "gateway" else 16_000
+        question = recording(Path(tmp), QUESTION, rate_hz=rate)
+    runner = gateway_runs if args.level == "gateway" else adk_runs
+    latencies = await runner(args.runs, question)
+    for i, latency in enumerate(latencies, 1):
+        heard = f" (heard {HEARD[i - 1]!r})" if HEARD else ""
+        print(f"run {i}: {latency * 1000:.0f} ms{heard}")
+        if BREAKDOWN:
+            uplink, model, downlink = (x * 1000 for x in BREAKDOWN[i - 1])
+            print(
+                f"  uplink + hangover {uplink:.0f} ms, recognize + tool + first synthesis "
+                f"{model:.0f} ms, downlink {downlink:.0f} ms"
+            )
+    median = statistics.median(latencies)
+    print(
+        f"{args.level}: end of speech -> first reply audio, median {median * 1000:.0f} ms, "
+        f"min {min(latencies) * 1000:.0f}, max {max(latencies) * 1000:.0f} ({len(latencies)} runs)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
