@@ -18,8 +18,19 @@ import numpy as np
 from gateway.models.local_live.recognizer import recognize_jsgf
 from gateway.pcm import MonoResampler
 
-ONES = "zero one two three four five six seven eight nine".split()
-TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEENS = [
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 TENS = {2: "twenty", 3: "thirty", 4: "forty", 5: "fifty"}
 HOURS = [*ONES[1:], "ten", "eleven", "twelve"]
 

@@ -15,7 +15,6 @@ Pins down:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -37,8 +36,8 @@ from tests.local_live.speech import hour_heard, hour_word, recording, voiced_s
 
 
 @pytest.fixture
-def agent() -> Iterator[Agent]:
-    yield build_default_agent(environ={})
+def agent() -> Agent:
+    return build_default_agent(environ={})
 
 
 def test_local_live_is_in_the_registry() -> None:
@@ -58,15 +57,19 @@ async def test_spoken_question_is_answered_with_the_time(agent: Agent, tmp_path:
         for _, e in call.events
         if e.input_transcription and not e.input_transcription.finished
     ]
-    assert partials and partials[-1]
+    assert partials
+    assert partials[-1]
     heard_at = await call.wait_for(is_user_final, timeout=0)
     finals = [e.input_transcription.text for _, e in call.events if is_user_final(e)]
-    assert len(finals) == 1 and "time" in (finals[0] or "")
+    assert len(finals) == 1
+    assert "time" in (finals[0] or "")
 
     calls = function_calls(call, "get_current_time")
     responses = function_responses(call, "get_current_time")
-    assert len(calls) == 1 and calls[0].id
-    assert len(responses) == 1 and responses[0].id == calls[0].id
+    assert len(calls) == 1
+    assert calls[0].id
+    assert len(responses) == 1
+    assert responses[0].id == calls[0].id
     called_at = await call.wait_for(lambda e: bool(e.get_function_calls()), timeout=0)
 
     mimes = {
@@ -90,7 +93,8 @@ async def test_spoken_question_is_answered_with_the_time(agent: Agent, tmp_path:
         for _, e in call.events
         if e.output_transcription and e.output_transcription.finished
     ]
-    assert spoken and (spoken[-1] or "").startswith("It is ")
+    assert spoken
+    assert (spoken[-1] or "").startswith("It is ")
 
 
 async def test_typed_question_in_text_mode_is_answered_with_text(agent: Agent) -> None:

@@ -182,7 +182,7 @@ class LocalLiveConnection(BaseLlmConnection):
                 if pcm is _END_OF_TURN or not pcm:
                     if self._endpointer.in_speech:
                         self._endpointer.reset()
-                        await self._end_of_turn()
+                        await self._end_of_turn(None)
                     continue
                 for event in self._endpointer.feed(pcm):
                     if isinstance(event, SpeechStarted):
@@ -194,7 +194,7 @@ class LocalLiveConnection(BaseLlmConnection):
                     elif isinstance(event, SpeechAudio):
                         await self._partial(await self._in_thread(self._recognizer.feed, event.pcm))
                     elif isinstance(event, TurnEnded):
-                        await self._end_of_turn()
+                        await self._end_of_turn(event.speech_s)
         except asyncio.CancelledError:
             raise
         except Exception:  # boundary: a broken recognizer ends the session, reported once
@@ -214,9 +214,9 @@ class LocalLiveConnection(BaseLlmConnection):
                 input_transcription=types.Transcription(text=text, finished=False), partial=True
             )
 
-    async def _end_of_turn(self) -> None:
+    async def _end_of_turn(self, speech_s: float | None) -> None:
         logger.debug("end of turn")
-        recognition = await self._in_thread(self._recognizer.end)
+        recognition = await self._in_thread(self._recognizer.end, speech_s)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
         if not recognition.text:

@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 FEAT_PARAMS = Path(__file__).with_name("feat.params")
 #: Longest utterance kept for the open-vocabulary second pass: 20 s of 16 kHz s16.
 MAX_UTTERANCE_BYTES = 20 * 16_000 * 2
+#: pocketsphinx's feature frame rate.
+FRAMES_PER_S = 100
+#: A grammar phrase must span this share of the caller's speech. Measured on 39
+#: espeak-ng phrases: right answers span 0.85-1.4 of the endpointer's speech time,
+#: long out-of-grammar sentences forced onto a short phrase 0.1-0.5.
+MIN_WORD_COVERAGE = 0.6
 #: Idle grammar decoders kept for the next calls (each holds ~20 MB of model).
 MAX_IDLE_DECODERS = 4
 
@@ -151,18 +157,34 @@ class UtteranceRecognizer:
         hyp = self._decoder.hyp()
         return _clean(hyp.hypstr) if hyp is not None else ""
 
-    def end(self, open_fallback: bool = True) -> Recognition:
+    def end(self, speech_s: float | None = None, open_fallback: bool = True) -> Recognition:
         """Finish the utterance: a grammar phrase, else the open model's best guess
-        (or "" without `open_fallback`)."""
+        (or "" without `open_fallback`).
+
+        The grammar forces any speech onto some phrase; with `speech_s` (how long
+        the caller spoke) a phrase whose words span less than `MIN_WORD_COVERAGE`
+        of it is taken for out-of-grammar speech.
+        """
         if not self._active:
             return Recognition("", False)
         self._active = False
         self._decoder.end_utt()
         hyp = self._decoder.hyp()
         text = _clean(hyp.hypstr) if hyp is not None else ""
-        if text in self.phrases:
+        if text in self.phrases and (
+            speech_s is None or self._words_s() >= MIN_WORD_COVERAGE * speech_s
+        ):
             return Recognition(text, True)
         return Recognition(recognize_open(bytes(self._audio)) if open_fallback else "", False)
+
+    def _words_s(self) -> float:
+        """Seconds of the last utterance assigned to words (not silence or fillers)."""
+        frames: int = sum(
+            s.end_frame - s.start_frame + 1
+            for s in self._decoder.seg()
+            if not s.word.startswith(("<", "[", "+"))
+        )
+        return frames / FRAMES_PER_S
 
     def close(self) -> None:
         """Give the decoder back to the pool; the next user drops this grammar."""
