@@ -34,12 +34,15 @@ import numpy as np  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from google.adk.sessions import InMemorySessionService  # noqa: E402
 from google.genai import types  # noqa: E402
+from pocketsphinx import Decoder  # noqa: E402
 
 from gateway import ice  # noqa: E402
 from gateway.agent_bridge import AdkAgentConnector  # noqa: E402
 from gateway.agents.default import build_default_agent  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
+from gateway.models.local_live.recognizer import decoder_config, recognize_open  # noqa: E402
+from gateway.models.local_live.synthesizer import EspeakLibrary  # noqa: E402
 from tests.local_live.caller import ListeningCaller, TimedPlayerTrack  # noqa: E402
 from tests.local_live.live import live_call  # noqa: E402
 from tests.local_live.speech import recording  # noqa: E402
@@ -139,12 +142,31 @@ def trailing_quiet_s(pcm: bytes, rate_hz: int, frame_s: float = 0.02) -> float:
     return 0.0
 
 
+def startup_costs() -> None:
+    """What the first call would pay without the start-up warm-up (fresh process)."""
+    started = time.perf_counter()
+    Decoder(**decoder_config(lm=None))
+    acoustic_s = time.perf_counter() - started
+    open_started = time.perf_counter()
+    recognize_open(bytes(3200))
+    open_s = time.perf_counter() - open_started
+    espeak_started = time.perf_counter()
+    EspeakLibrary.load()
+    espeak_s = time.perf_counter() - espeak_started
+    print(
+        f"start-up: acoustic model {acoustic_s * 1000:.0f} ms, open language model "
+        f"{open_s * 1000:.0f} ms (lazy), libespeak-ng {espeak_s * 1000:.0f} ms, "
+        f"total {(time.perf_counter() - started) * 1000:.0f} ms"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--level", choices=("gateway", "adk"), default="gateway")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    startup_costs()
     connection_log = logging.getLogger("gateway.models.local_live.connection")
     connection_log.setLevel(logging.DEBUG)
     connection_log.addHandler(MARKS)

@@ -48,7 +48,7 @@ MAX_IDLE_DECODERS = 4
 _WORD = re.compile(r"[a-z']+")
 
 
-def _config(**extra: Any) -> dict[str, Any]:
+def decoder_config(**extra: Any) -> dict[str, Any]:
     return {
         "hmm": get_model_path("en-us/en-us"),
         "dict": get_model_path("en-us/cmudict-en-us.dict"),
@@ -91,7 +91,7 @@ class _DecoderPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return Decoder(**_config(lm=None)), None
+        return Decoder(**decoder_config(lm=None)), None
 
     def give_back(self, decoder: Decoder, stale_search: str | None) -> None:
         with self._lock:
@@ -101,7 +101,7 @@ class _DecoderPool:
     def open_decoder(self) -> Decoder:
         """The language-model decoder; hold `open_lock` while using it."""
         if self._open is None:
-            self._open = Decoder(**_config())
+            self._open = Decoder(**decoder_config())
         return self._open
 
 
