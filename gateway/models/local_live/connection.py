@@ -89,7 +89,8 @@ class LocalLiveConnection(BaseLlmConnection):
         self._reply: asyncio.Task[None] | None = None
         self._playback_until = 0.0
         self._last_partial = ""
-        self._closed = False
+        self._closing = False  # close() started: take no more input
+        self._ended = False  # receive() has seen the end of the output
         self.dropped_audio_chunks = 0
         self.history: list[types.Content] = []
 
@@ -108,9 +109,8 @@ class LocalLiveConnection(BaseLlmConnection):
             if part.function_response is not None:
                 self._deliver(part.function_response)
         text = " ".join(p.text for p in parts if p.text and not p.thought)
-        if text.strip() and not self._closed:
-            await self._interrupt_if_replying()
-            self._start_reply(text)
+        if text.strip() and not self._closing:
+            await self._start_reply(text)
 
     async def send_realtime(self, blob: Any) -> None:
         if isinstance(blob, types.Blob):
@@ -122,7 +122,7 @@ class LocalLiveConnection(BaseLlmConnection):
             self._queue_audio(_END_OF_TURN)
 
     def _queue_audio(self, pcm: bytes) -> None:
-        if self._closed:
+        if self._closing:
             return
         if self._audio.full():
             self._audio.get_nowait()
@@ -141,17 +141,17 @@ class LocalLiveConnection(BaseLlmConnection):
     async def receive(self) -> AsyncGenerator[LlmResponse, None]:
         # ADK calls receive() again after it returns, until one returns without
         # yielding: once closed, return at once.
-        while not self._closed:
+        while not self._ended:
             response = await self._out.get()
             if response is None:
-                self._closed = True
+                self._ended = True
                 return
             yield response
 
     async def close(self) -> None:
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True
         tasks = [t for t in (self._listener, self._reply) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -160,12 +160,16 @@ class LocalLiveConnection(BaseLlmConnection):
         for future in self._pending_calls.values():
             future.cancel()
         self._pending_calls.clear()
-        while self._out.full():
-            self._out.get_nowait()  # the session is ending: undelivered output is moot
-        self._out.put_nowait(None)
+        self._end_output()
         await asyncio.get_running_loop().run_in_executor(
             RECOGNITION_EXECUTOR, self._recognizer.close
         )
+
+    def _end_output(self) -> None:
+        """Make `receive()` end (ADK then ends the live session)."""
+        while self._out.full():
+            self._out.get_nowait()  # the session is ending: undelivered output is moot
+        self._out.put_nowait(None)
 
     async def _emit(self, **fields: Any) -> None:
         await self._out.put(LlmResponse(**fields))
@@ -204,8 +208,7 @@ class LocalLiveConnection(BaseLlmConnection):
                 error_message="the offline model stopped listening",
                 turn_complete=True,
             )
-            self._closed = True
-            await self._out.put(None)
+            self._end_output()
 
     async def _partial(self, text: str) -> None:
         if text and text != self._last_partial:
@@ -225,7 +228,7 @@ class LocalLiveConnection(BaseLlmConnection):
             input_transcription=types.Transcription(text=recognition.text, finished=True),
             partial=False,
         )
-        self._start_reply(recognition.text)
+        await self._start_reply(recognition.text)
 
     # -- replying --------------------------------------------------------------------
 
@@ -243,7 +246,9 @@ class LocalLiveConnection(BaseLlmConnection):
             await asyncio.wait([self._reply], timeout=CLOSE_TIMEOUT_S)
         await self._emit(interrupted=True)
 
-    def _start_reply(self, text: str) -> None:
+    async def _start_reply(self, text: str) -> None:
+        """A new turn replaces any reply still running (it is interrupted first)."""
+        await self._interrupt_if_replying()
         self._reply = asyncio.create_task(self._answer(text), name="local-live/reply")
 
     async def _answer(self, heard: str) -> None:

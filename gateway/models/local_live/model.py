@@ -96,13 +96,14 @@ class LocalLiveModel(BaseLlm):
     async def _connect(self, llm_request: LlmRequest) -> AsyncIterator[BaseLlmConnection]:
         tools = declared_tools(llm_request)
         modalities = llm_request.live_connect_config.response_modalities or []
+        synthesizer = default_synthesizer()  # first: it may fail, the recognizer is pooled
         loop = asyncio.get_running_loop()
         listener = await loop.run_in_executor(
             RECOGNITION_EXECUTOR, recognizer.UtteranceRecognizer, grammar_phrases(tools)
         )
         connection = LocalLiveConnection(
             recognizer=listener,
-            synthesizer=default_synthesizer(),
+            synthesizer=synthesizer,
             tools=tools,
             text_mode=types.Modality.TEXT in modalities,
             endpointer=self.endpointer,
