@@ -6,7 +6,7 @@ Pins down:
 - audio mode: base64 16 kHz PCM reaches the agent byte for byte; agent PCM comes
   back base64 byte for byte; the agent's transcript arrives as increments;
 - every malformed or unsupported frame gets an `error` reply with its code and
-  the socket carries on;
+  the socket carries on; a frame over the size limit closes the socket (1009);
 - `events=1` sends the data channel's events (session, transcripts, turn);
 - `session_id=` continues a known conversation, an unknown one closes 4404;
 - a bad user id or flag is a 400 before any upgrade;
@@ -200,6 +200,7 @@ async def test_audio_mode_carries_pcm_both_ways_and_agent_words(start: Any) -> N
         ("[1, 2]", "invalid_message"),
         ('{"mime_type": "text/plain"}', "invalid_message"),
         ('{"mime_type": "text/plain", "data": ""}', "invalid_message"),
+        ('{"mime_type": "text/plain", "data": "' + "x" * 4001 + '"}', "invalid_message"),
         ('{"data": "x"}', "invalid_message"),
         ('{"mime_type": "audio/pcm", "data": "%%%not base64"}', "invalid_message"),
         ('{"mime_type": "audio/pcm", "data": "AAAA"}', "invalid_message"),
@@ -224,6 +225,19 @@ async def test_a_bad_frame_gets_an_error_and_the_socket_carries_on(
     assert answer == {"mime_type": "text/plain", "data": "You said "}
     assert transport.rejected_frames == 1
     assert connector.sessions[0].texts == ["still there?"]
+    await until_released(connector)
+
+
+async def test_an_oversized_frame_closes_1009_and_releases_the_session(start: Any) -> None:
+    connector = FakeAgentConnector()
+    client, _ = await start(connector)
+    async with client.ws_connect("/ws/u1?is_audio=true") as ws:
+        big = base64.b64encode(bytes(200 * 1024)).decode()
+        await ws.send_str(json.dumps({"mime_type": "audio/pcm", "data": big}))
+        closing = await asyncio.wait_for(ws.receive(), 5)
+    assert closing.type is WSMsgType.CLOSE
+    assert ws.close_code == 1009
+    assert connector.sessions[0].audio == b""
     await until_released(connector)
 
 

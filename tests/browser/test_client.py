@@ -3,7 +3,8 @@
 Pins down:
 - a voice call over WebRTC: the connection reaches `connected`, the fake
   microphone's spoken question moves the level meter and becomes a user transcript,
-  the agent's reply appears and its audio arrives on the remote track with energy;
+  the agent's reply appears, the indicator goes from listening to speaking, and
+  the agent's audio arrives on the remote track with energy;
 - text mode: a typed question is answered by text that streams in (several
   partial states before the final one), without opening the microphone;
 - hang-up returns every control to idle and the gateway ends the call;
@@ -48,8 +49,13 @@ def said(role: str) -> str:
 
 USER_SAID, AGENT_SAID = said("user"), said("agent")
 MIC_PEAK = "window.__micPeak"
-WATCH_MIC = """(() => { window.__micPeak = 0; const m = document.getElementById('mic-level');
-  setInterval(() => { window.__micPeak = Math.max(window.__micPeak, m.value); }, 50); })()"""
+AGENT_STATES_SEEN = "[...window.__agentStates]"
+#: Samples the level meter's peak and every agent indicator state, every 50 ms.
+WATCH_INDICATORS = """(() => { window.__micPeak = 0; window.__agentStates = new Set();
+  const m = document.getElementById('mic-level');
+  const a = document.getElementById('agent-indicator');
+  setInterval(() => { window.__micPeak = Math.max(window.__micPeak, m.value);
+                      window.__agentStates.add(a.dataset.state); }, 50); })()"""
 INBOUND_AUDIO = """(async () => { let r = null;
   (await window.gatewayClient.call.pc.getStats()).forEach(s => {
     if (s.type === 'inbound-rtp' && s.kind === 'audio') r = {bytes: s.bytesReceived,
@@ -78,7 +84,7 @@ def offline_model_present() -> bool:
 async def open_client(page: cdp.Page, url: str) -> None:
     await page.goto(url)
     await page.wait_for(f"{CONNECTION} === 'idle'")
-    await page.evaluate(WATCH_MIC)
+    await page.evaluate(WATCH_INDICATORS)
 
 
 async def assert_voice_conversation(page: cdp.Page) -> tuple[list[str], list[str]]:
@@ -91,6 +97,10 @@ async def assert_voice_conversation(page: cdp.Page) -> tuple[list[str], list[str
     if offline_model_present():
         assert "time" in users[0].lower()
     assert await page.evaluate(MIC_PEAK) > 0.01, "the microphone level meter never moved"
+    states = await page.wait_for(
+        f"{AGENT_STATES_SEEN}.includes('speaking') && {AGENT_STATES_SEEN}", timeout_s=10
+    )
+    assert {"listening", "speaking"} <= set(states)
     return users, agents
 
 
