@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from gateway.app import CONNECTOR_KEY, build_adk_connector, create_app
-from gateway.config import load_settings
 
 from gateway.agent_api import AgentConnector
+from gateway.app import CONNECTOR_KEY, build_adk_connector, create_app
+from gateway.config import load_settings
 from gateway.websocket_transport import WS_PATH, add_websocket_routes
 from tests.browser import cdp
 
