@@ -27,7 +27,7 @@ const state = {
   muted: false,
   sessionId: null,     // kept across reconnects so the conversation continues
   attempt: 0,
-  fallback: params.get("transport") === "ws",
+  fallback: params.get("transport") === "ws" || !("RTCPeerConnection" in window),
   timers: new Set(),
   pendingText: [],     // typed before the text call connected
   interruptedUntil: 0,

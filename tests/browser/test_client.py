@@ -7,6 +7,8 @@ Pins down:
   the agent's audio arrives on the remote track with energy;
 - text mode: a typed question is answered by text that streams in (several
   partial states before the final one), without opening the microphone;
+- text typed during a voice call is answered too;
+- mute silences the microphone (track disabled, meter still) and unmutes;
 - hang-up returns every control to idle and the gateway ends the call;
 - the WebSocket fallback, forced or chosen because WebRTC cannot connect, passes
   the same voice test and is labelled as a fallback;
@@ -30,7 +32,7 @@ from gateway.agent_api import AgentError, AgentEvent, Modality
 from tests.browser import cdp
 from tests.browser.conftest import GatewayStarter
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 CONNECTION = "document.getElementById('connection-state').dataset.state"
 NOTICE = (
@@ -61,6 +63,8 @@ INBOUND_AUDIO = """(async () => { let r = null;
     if (s.type === 'inbound-rtp' && s.kind === 'audio') r = {bytes: s.bytesReceived,
       energy: s.totalAudioEnergy, samples: s.totalSamplesReceived}; });
   return r && r.energy > 0 ? r : null; })()"""
+MUTED = """({ pressed: document.getElementById('mute-button').getAttribute('aria-pressed'),
+  trackEnabled: window.gatewayClient.state.mic.getAudioTracks()[0].enabled })"""
 #: Records every data-channel message the page receives, in `window.__received`.
 RECORD_CHANNEL = """(() => { window.__received = [];
   const create = RTCPeerConnection.prototype.createDataChannel;
@@ -124,6 +128,12 @@ async def test_voice_call_over_webrtc(
     assert inbound["bytes"] > 1000
     assert await page.evaluate("document.getElementById('agent-audio').srcObject !== null")
     assert await healthz_calls(base) == 1
+
+    answers = len(await page.evaluate(AGENT_SAID))
+    await page.type_text("#text-input", "And what day is it?")  # text during a voice call
+    await page.press_enter()
+    await page.wait_for(f"{AGENT_SAID}.length > {answers}", timeout_s=20)
+    assert "And what day is it?" in await page.evaluate(USER_SAID)
     assert browser.page_errors == []
 
 
@@ -157,6 +167,14 @@ async def test_hang_up_returns_the_ui_to_idle(
     await page.click("#call-button")
     await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
     assert await page.evaluate("document.getElementById('call-button').textContent") == "Hang up"
+    await page.click("#mute-button")
+    assert await page.evaluate(MUTED) == {"pressed": "true", "trackEnabled": False}
+    await asyncio.sleep(0.5)  # the meter falls silent while muted
+    await page.evaluate("window.__micPeak = 0")
+    await asyncio.sleep(1.0)
+    assert await page.evaluate(MIC_PEAK) < 0.01
+    await page.click("#mute-button")
+    assert await page.evaluate(MUTED) == {"pressed": "false", "trackEnabled": True}
     await page.click("#call-button")
     await page.wait_for(f"{CONNECTION} === 'idle'")
     ui = await page.evaluate(

@@ -16,7 +16,7 @@ import pytest
 from tests.browser import cdp
 from tests.browser.conftest import GatewayStarter
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 PARAGRAPHS = "[...document.querySelectorAll('#messages p')].map(p => p.textContent)"
 AGENT_PARAGRAPHS = f"{PARAGRAPHS}.filter(t => t && !t.startsWith('> '))"
