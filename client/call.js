@@ -123,7 +123,9 @@ export class WebRtcCall extends EventTarget {
       throw new CallError("network", "The gateway could not be reached.");
     }
     if (response.status !== 201) throw await callErrorFrom(response);
-    this.location = new URL(response.headers.get("Location"), url).href;
+    const location = response.headers.get("Location");
+    if (!location) throw new CallError("http", "The gateway's answer had no Location.");
+    this.location = new URL(location, url).href;
     this.sessionId = response.headers.get("X-Session-Id") || this.sessionId;
     const sdp = await response.text();
     if (pc.signalingState === "closed") return;  // hung up while signaling
