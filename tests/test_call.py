@@ -129,8 +129,9 @@ async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..
         await caller.wait_message(type="session")
         agent = connector.last
         agent.emit(AgentAudio(agent_tone(5.0)))  # a long reply, queued at once
-        await asyncio.sleep(0.8)
-        assert sum(f.rms > 1000 for f in caller.frames[-10:]) >= 8
+        async with asyncio.timeout(5):
+            while sum(f.rms > 1000 for f in caller.frames[-10:]) < 8:
+                await asyncio.sleep(0.05)
         agent.emit(AgentInterrupted())
         message = await caller.wait_message(type="interrupted")
         assert message == {"type": "interrupted"}
@@ -278,3 +279,22 @@ async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> No
             assert (await client.delete(location)).status == 204
         finally:
             await caller.close()
+
+
+async def test_call_whose_media_never_connects_is_ended(start_gateway: Callable[..., Any]) -> None:
+    """An offer whose caller never completes ICE is released after the setup timeout."""
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector, call_setup_timeout_s=1.0)
+    caller = CallerPeer()
+    try:
+        response = await client.post(
+            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+        )
+        assert response.status == 201  # ... and the caller never applies the answer
+        async with asyncio.timeout(5):
+            while (await (await client.get("/healthz")).json())["calls"]:
+                await asyncio.sleep(0.1)
+        assert connector.last.closed
+        assert (await client.delete(response.headers["Location"])).status == 404
+    finally:
+        await caller.close()
