@@ -128,6 +128,7 @@ async function connect() {
   call.live = true;
   state.attempt = 0;
   ui.setConnection("connected");
+  ui.clearNoticeOnConnect();
   ui.setAgent("listening");
   flushPendingText();
   pollAgent(call);
@@ -144,7 +145,8 @@ async function setupFailed(call, error) {
   }
   if (error.kind === "capacity") {
     const waitS = error.retryAfterS || 5;
-    ui.notice(`The server is at capacity. Trying again in ${waitS} s…`, "info");
+    ui.notice(`The server is at capacity. Trying again in ${waitS} s…`, "info",
+              { untilConnected: true });
     return retry(waitS);
   }
   if (webrtcCannotConnect && params.get("transport") !== "webrtc") {

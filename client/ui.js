@@ -66,10 +66,16 @@ export class Ui {
     this.el.micLevel.value = level;
   }
 
-  notice(text, kind = "error") {
+  /** Show a message; one `untilConnected` goes away by itself once a call connects. */
+  notice(text, kind = "error", { untilConnected = false } = {}) {
     this.el.notice.dataset.kind = kind;
+    this.el.notice.dataset.untilConnected = String(untilConnected);
     this.el.noticeText.textContent = text;
     this.el.notice.hidden = false;
+  }
+
+  clearNoticeOnConnect() {
+    if (this.el.notice.dataset.untilConnected === "true") this.clearNotice();
   }
 
   clearNotice() {

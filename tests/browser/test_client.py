@@ -280,6 +280,7 @@ async def test_a_server_at_capacity_is_explained(
     assert await page.evaluate(CONNECTION) == "reconnecting"
     await other.click("#call-button")  # the other caller hangs up: the retry gets in
     await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    assert await page.evaluate(NOTICE) == ""  # the capacity message went with the wait
     assert browser.page_errors == []
 
 
