@@ -12,6 +12,8 @@ Pins down:
 - hang-up returns every control to idle and the gateway ends the call;
 - the WebSocket fallback, forced or chosen because WebRTC cannot connect, passes
   the same voice test and is labelled as a fallback;
+- barge-in: on `interrupted` the indicator says so, the answer is marked cut,
+  and the agent's queued audio stops within a second and a half (both transports);
 - resilience: a dropped call reconnects to the same session; a denied microphone,
   a server at capacity (503) and a fatal agent error each give a clear message;
 - a phone-sized screen has no horizontal scrolling, and a call can be started
@@ -28,9 +30,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.agent_api import AgentError, AgentEvent, Modality
+from gateway.agent_api import (
+    AgentAudio,
+    AgentError,
+    AgentEvent,
+    AgentInterrupted,
+    Modality,
+    Transcript,
+)
 from tests.browser import cdp
 from tests.browser.conftest import GatewayStarter
+from tests.fakes import FakeAgentConnector, agent_tone
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -281,6 +291,30 @@ async def test_a_server_at_capacity_is_explained(
     await other.click("#call-button")  # the other caller hangs up: the retry gets in
     await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
     assert await page.evaluate(NOTICE) == ""  # the capacity message went with the wait
+    assert browser.page_errors == []
+
+
+AGENT_LEVEL = "window.gatewayClient.call.agentLevel()"
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_barge_in_shows_interrupted_and_cuts_the_agent_audio(
+    start_gateway: GatewayStarter, browser: cdp.Browser, page: cdp.Page, transport: str
+) -> None:
+    connector = FakeAgentConnector()
+    base = await start_gateway(connector)
+    await open_client(page, f"{base}/?transport={transport}")
+    await page.click("#call-button")
+    await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    session = connector.last
+    session.emit(Transcript("agent", "Let me tell you a long story", False))
+    session.emit(AgentAudio(agent_tone(4.0)))
+    await page.wait_for(f"(async () => (await {AGENT_LEVEL}) > 0.05)()", timeout_s=10)
+    session.emit(AgentInterrupted())  # as the agent does when the caller barges in
+    await page.wait_for("!!document.querySelector('.msg.agent.interrupted')", timeout_s=5)
+    await page.wait_for(f"(async () => (await {AGENT_LEVEL}) < 0.01)()", timeout_s=1.5)
+    assert "interrupted" in await page.evaluate(AGENT_STATES_SEEN)
+    assert await page.evaluate(AGENT_SAID) == ["Let me tell you a long story …"]
     assert browser.page_errors == []
 
 
