@@ -16,6 +16,7 @@ from gateway import ice, signaling
 from gateway.agent_api import AgentConnector
 from gateway.calls import CallManager
 from gateway.config import Settings
+from gateway.websocket_transport import add_websocket_routes
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, connector: AgentConnector) -> web.Application
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
+    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=settings.max_calls)
     _add_client_routes(app)
     return app
 

@@ -16,34 +16,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp.test_utils import TestClient
-
 from gateway.agent_api import AgentAudio, AgentError, AgentInterrupted, Modality, Transcript
 from gateway.audio_format import AGENT_INPUT_RATE_HZ
 from tests.fakes import FakeAgentConnector, agent_tone
-from tests.peers import CallerPeer, rms, tone_pcm
+from tests.peers import CallerPeer, call_gateway, live_call, rms, tone_pcm
 
 SILENCE_RMS = 50.0
-
-
-async def call(client: TestClient[Any, Any], caller: CallerPeer, query: str = "") -> str:
-    response = await client.post(
-        f"/calls{query}", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
-    )
-    assert response.status == 201, await response.text()
-    assert response.content_type == "application/sdp"
-    await caller.accept(await response.text())
-    location = response.headers["Location"]
-    assert location.startswith("/calls/")
-    return location
 
 
 async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         assert len(location.removeprefix("/calls/")) >= 22  # >= 128 random bits, base64url
         await caller.wait_connected()
         session = await caller.wait_message(type="session")
@@ -65,13 +49,17 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         # Agent speaks 1 s: the caller hears ~1 s of non-silent audio, paced at 50 fps.
         start = len(caller.frames)
         agent.emit(AgentAudio(agent_tone(1.0)))
-        await asyncio.sleep(1.6)
+        async with asyncio.timeout(5):  # the reply, then 0.5 s of silence: RTP keeps flowing
+            while not (
+                any(f.rms > 1000 for f in caller.frames[start:])
+                and all(f.rms < SILENCE_RMS for f in caller.frames[-25:])
+            ):
+                await asyncio.sleep(0.05)
         heard = caller.frames[start:]
         voiced = [f for f in heard if f.rms > 1000]
-        assert 40 <= len(voiced) <= 60
+        assert 40 <= len(voiced) <= 60  # ~1 s of 20 ms frames
         span = heard[-1].at - heard[0].at
-        assert 45 <= (len(heard) - 1) / span <= 55  # frames per second on the wire
-        assert heard[-1].rms < SILENCE_RMS  # silence after the reply, RTP keeps flowing
+        assert 40 <= (len(heard) - 1) / span <= 60  # ~50 frames per second on the wire
 
         response = await client.delete(location)
         assert response.status == 204
@@ -79,16 +67,12 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         assert (await client.get("/healthz")).status == 200
         assert (await (await client.get("/healthz")).json())["calls"] == 0
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector(echo_text=True)
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         await caller.wait_channel_open()
         await caller.wait_message(type="session")
         for bad in [
@@ -115,17 +99,12 @@ async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any
         assert not any(e["fatal"] for e in errors)
         assert connector.last.texts == ["hello agent"]
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, location):
         await caller.wait_message(type="session")
         agent = connector.last
         agent.emit(AgentAudio(agent_tone(5.0)))  # a long reply, queued at once
@@ -141,16 +120,12 @@ async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..
         assert len(after) >= 10
         assert all(f.rms < SILENCE_RMS for f in after)  # the rest of the 5 s reply is gone
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_fatal_agent_error_ends_the_call(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         await caller.wait_message(type="session")
         connector.last.emit(AgentError("agent_error", "the agent failed"))
         error = await caller.wait_message(type="error")
@@ -167,33 +142,23 @@ async def test_fatal_agent_error_ends_the_call(start_gateway: Callable[..., Any]
                 await asyncio.sleep(0.05)
         assert connector.last.closed
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_agent_ending_its_session_ends_the_call(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (_caller, location):
         connector.last.end()
         async with asyncio.timeout(10):
             while (await (await client.get("/healthz")).json())["calls"]:
                 await asyncio.sleep(0.05)
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_caller_without_data_channel_still_talks(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer(with_channel=False)
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client, with_channel=False) as (caller, location):
         caller.mic.play(tone_pcm(0.5))
         connector.last.emit(Transcript("user", "hi", True))  # nowhere to go: not an error
         connector.last.emit(AgentAudio(agent_tone(0.5)))
@@ -201,23 +166,20 @@ async def test_caller_without_data_channel_still_talks(start_gateway: Callable[.
         assert sum(f.rms > 1000 for f in caller.frames) >= 20
         assert len(connector.last.audio) >= 2 * AGENT_INPUT_RATE_HZ * 0.4
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_text_mode_and_session_continuation(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector(known_sessions={"conv-1"})
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller, "?mode=text&session_id=conv-1")
+    async with live_call(client, query="?mode=text&session_id=conv-1", connected=False) as (
+        caller,
+        location,
+    ):
         session = await caller.wait_message(type="session")
         assert session["session_id"] == "conv-1"
         assert session["mode"] == "text"
         assert connector.last.modality is Modality.TEXT
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
@@ -242,10 +204,7 @@ async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
 async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (_caller, location):
         frag = "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
         response = await client.patch(
             location, data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
@@ -264,8 +223,6 @@ async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> No
         )
         assert unknown.status == 404
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> None:
@@ -275,7 +232,7 @@ async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> No
     for _ in range(3):
         caller = CallerPeer()
         try:
-            location = await call(client, caller)
+            location = await call_gateway(client, caller)
             assert (await client.delete(location)).status == 204
         finally:
             await caller.close()
