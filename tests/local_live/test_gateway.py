@@ -24,7 +24,7 @@ from gateway.agent_bridge import AdkAgentConnector
 from gateway.agents.default import build_default_agent
 from tests.local_live.caller import ListeningCaller
 from tests.local_live.speech import hour_heard, hour_word, recording, voiced_s
-from tests.test_call import call
+from tests.peers import call_gateway
 
 RATE = 48_000
 
@@ -43,7 +43,7 @@ async def test_caller_asks_the_time_and_hears_it(
     client = await start_gateway(connector)
     caller = ListeningCaller()
     try:
-        location = await call(client, caller)
+        location = await call_gateway(client, caller)
         await caller.wait_connected()
         await caller.wait_message(type="session")
         before = datetime.now()
@@ -69,7 +69,7 @@ async def test_typed_question_in_text_mode(
     client = await start_gateway(connector)
     caller = ListeningCaller()
     try:
-        location = await call(client, caller, "?mode=text")
+        location = await call_gateway(client, caller, "?mode=text")
         await caller.wait_connected()
         await caller.wait_channel_open()
         await caller.wait_message(type="session", mode="text")
@@ -92,7 +92,7 @@ async def test_barge_in_silences_the_answer_within_100_ms(
     caller = ListeningCaller()
     stop = recording(tmp_path, "stop", rate_hz=RATE)
     try:
-        location = await call(client, caller)
+        location = await call_gateway(client, caller)
         await caller.wait_connected()
         await caller.wait_channel_open()
         caller.send(

@@ -299,21 +299,23 @@ class LocalLiveConnection(BaseLlmConnection):
     async def _speak(self, text: str) -> None:
         text = clip(text)
         loop = asyncio.get_running_loop()
-        await self._emit(
-            output_transcription=types.Transcription(text=text, finished=False), partial=True
-        )
         started: float | None = None
         spoken_s = 0.0
         async with contextlib.aclosing(self._synthesizer.stream(text)) as chunks:
             async for pcm in chunks:
-                if started is None:
+                first = started is None
+                if first:
                     started = loop.time()
                     logger.debug("first reply audio")
                 spoken_s += pcm_duration_s(pcm, AGENT_OUTPUT_RATE_HZ)
                 blob = types.Blob(mime_type=AGENT_OUTPUT_MIME, data=pcm)
-                await self._emit(
-                    content=types.Content(role="model", parts=[types.Part(inline_data=blob)])
-                )
+                part = types.Part(inline_data=blob)
+                await self._emit(content=types.Content(role="model", parts=[part]))
+                if first:  # as from Gemini, the words follow the first audio
+                    await self._emit(
+                        output_transcription=types.Transcription(text=text, finished=False),
+                        partial=True,
+                    )
         await self._emit(
             output_transcription=types.Transcription(text=text, finished=True), partial=False
         )

@@ -169,13 +169,29 @@ class UtteranceRecognizer:
             return Recognition("", False)
         self._active = False
         self._decoder.end_utt()
-        hyp = self._decoder.hyp()
-        text = _clean(hyp.hypstr) if hyp is not None else ""
-        if text in self.phrases and (
-            speech_s is None or self._words_s() >= MIN_WORD_COVERAGE * speech_s
-        ):
+        if self._audio:
+            # Second pass over the whole utterance with the cepstral means updated
+            # from it: pocketsphinx's live normalization only moves its means every
+            # few seconds of audio, so a caller's first utterances are decoded with
+            # the model's initial means, far from a loud browser microphone's.
+            self._decoder.get_cmn(True)
+            self._decoder.start_utt()
+            self._decoder.process_raw(bytes(self._audio))
+            self._decoder.end_utt()
+        text = self._grammar_phrase(speech_s)
+        if text is not None:
             return Recognition(text, True)
         return Recognition(recognize_open(bytes(self._audio)) if open_fallback else "", False)
+
+    def _grammar_phrase(self, speech_s: float | None) -> str | None:
+        """The phrase just decoded, if it is one and covers enough of the speech."""
+        hyp = self._decoder.hyp()
+        text = _clean(hyp.hypstr) if hyp is not None else ""
+        if text not in self.phrases:
+            return None
+        if speech_s is not None and self._words_s() < MIN_WORD_COVERAGE * speech_s:
+            return None
+        return text
 
     def _words_s(self) -> float:
         """Seconds of the last utterance assigned to words (not silence or fillers)."""
