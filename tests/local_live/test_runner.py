@@ -9,7 +9,8 @@ Pins down:
   the current time, and no audio;
 - barge-in: speech during a long spoken answer yields `interrupted` at once, no
   more audio of that answer, then the new utterance is answered;
-- `local-live` resolves through ADK's model registry.
+- `local-live` resolves through ADK's model registry, and its non-live `generate_content_async`
+  makes the same tool call and speaks the result as text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from google.adk.agents import Agent
+from google.adk.models.llm_request import LlmRequest
 from google.adk.models.registry import LLMRegistry
 from google.genai import types
 
@@ -151,3 +153,32 @@ async def test_speech_during_an_answer_interrupts_it(agent: Agent, tmp_path: Pat
     finals = [e.input_transcription.text for _, e in call.events if is_user_final(e)]
     assert finals == ["stop"]
     assert voiced_s(call.audio(after=heard_at), 24_000) > 0.2
+
+
+async def test_non_live_generation_uses_the_same_replies() -> None:
+    model = LocalLiveModel()
+    tool = types.Tool(
+        function_declarations=[
+            types.FunctionDeclaration(name="get_current_time", description="Returns the time.")
+        ]
+    )
+    request = LlmRequest(
+        contents=[types.Content(role="user", parts=[types.Part(text="What time is it?")])],
+        config=types.GenerateContentConfig(tools=[tool]),
+    )
+    [called] = [r async for r in model.generate_content_async(request)]
+    assert called.content is not None
+    assert called.content.parts is not None
+    call = called.content.parts[0].function_call
+    assert call is not None
+    assert call.name == "get_current_time"
+    result = types.FunctionResponse(
+        id=call.id, name=call.name, response={"report": "It is 3:07 AM."}
+    )
+    request.contents.append(
+        types.Content(role="user", parts=[types.Part(function_response=result)])
+    )
+    [answer] = [r async for r in model.generate_content_async(request)]
+    assert answer.content is not None
+    assert answer.content.parts is not None
+    assert answer.content.parts[0].text == "It is 3:07 AM."
