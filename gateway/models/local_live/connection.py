@@ -220,6 +220,7 @@ class LocalLiveConnection(BaseLlmConnection):
     async def _end_of_turn(self, speech_s: float | None) -> None:
         logger.debug("end of turn")
         recognition = await self._in_thread(self._recognizer.end, speech_s)
+        logger.debug("recognized")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
         if not recognition.text:

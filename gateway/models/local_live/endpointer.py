@@ -31,7 +31,7 @@ class EndpointerConfig:
     """Tuning of the endpointer; the defaults suit close-talking speech."""
 
     #: Quiet after the last voiced frame that ends the caller's turn.
-    hangover_s: float = 0.25
+    hangover_s: float = 0.2
     #: Voiced audio needed before speech is declared (short clicks are ignored).
     start_s: float = 0.09
     #: Audio before the declared start that is handed to the recognizer.
