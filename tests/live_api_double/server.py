@@ -122,8 +122,15 @@ class LiveConnection:
         self.sent.append(_strip_audio(message))
         await self.ws.send(json.dumps(message))
 
-    async def issue_handle(self) -> str:
+    @property
+    def resumption_on(self) -> bool:
+        """Whether the client asked for resumption (else the service sends no updates)."""
+        return "sessionResumption" in self.setup
+
+    async def issue_handle(self) -> str | None:
         """Snapshot the conversation under a new handle and tell the client."""
+        if not self.resumption_on:
+            return None
         handle = f"h{self.double.next_handle()}"
         self.double.sessions[handle] = list(self.history)
         self.handles_issued.append(handle)
@@ -132,7 +139,8 @@ class LiveConnection:
 
     async def not_resumable(self) -> None:
         """What the service sends mid-generation: no handle, not resumable."""
-        await self.send({"sessionResumptionUpdate": {"resumable": False}})
+        if self.resumption_on:
+            await self.send({"sessionResumptionUpdate": {"resumable": False}})
 
     async def go_away(self, time_left: str = "50s") -> None:
         await self.send({"goAway": {"timeLeft": time_left}})
