@@ -38,54 +38,66 @@ class LiveSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(
-        "gemini-2.5-flash-native-audio-preview-09-2025",
+        default="gemini-2.5-flash-native-audio-preview-09-2025",
         description="Live model id (Vertex AI names differ, e.g. `gemini-live-2.5-flash`).",
     )
     voice: str | None = Field(
-        None, description="Prebuilt voice name (e.g. `Puck`, `Kore`); None: the model's."
+        default=None, description="Prebuilt voice name (e.g. `Puck`, `Kore`); None: the model's."
     )
     language: str | None = Field(
-        None, description="BCP-47 language of speech (e.g. `en-US`); None: the model's."
+        default=None, description="BCP-47 language of speech (e.g. `en-US`); None: the model's."
     )
     vad_start_sensitivity: Sensitivity = Field(
-        "default", description="How readily the server decides the caller started speaking."
+        default="default", description="How readily the server decides the caller started speaking."
     )
     vad_end_sensitivity: Sensitivity = Field(
-        "default", description="How readily the server decides the caller stopped speaking."
+        default="default", description="How readily the server decides the caller stopped speaking."
     )
     vad_silence_ms: int | None = Field(
-        None, ge=0, le=10_000, description="Silence that ends a caller turn; None: server's."
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Silence that ends a caller turn; None: server's.",
     )
     vad_prefix_padding_ms: int | None = Field(
-        None, ge=0, le=10_000, description="Speech needed before a turn starts; None: server's."
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Speech needed before a turn starts; None: server's.",
     )
     context_compression: bool = Field(
-        True,
+        default=True,
         description="Sliding-window context compression, so audio sessions are not cut "
         "after ~15 minutes.",
     )
     compression_trigger_tokens: int | None = Field(
-        None, ge=1, description="Context size that triggers compression; None: server's."
+        default=None, ge=1, description="Context size that triggers compression; None: server's."
     )
     compression_target_tokens: int | None = Field(
-        None, ge=1, description="Context size compression shrinks to; None: server's."
+        default=None, ge=1, description="Context size compression shrinks to; None: server's."
     )
     session_resumption: bool = Field(
-        True,
+        default=True,
         description="Ask for resumption handles, so goAway and dropped connections "
         "reconnect without losing the conversation.",
     )
     handle_max_age_s: float = Field(
-        7_200.0, gt=0, description="Resumption handles older than this are not used (2 h)."
+        default=7_200.0, gt=0, description="Resumption handles older than this are not used (2 h)."
     )
     max_reconnects: int = Field(
-        3, ge=0, le=20, description="Reconnects in a row after upstream failures, then give up."
+        default=3,
+        ge=0,
+        le=20,
+        description="Reconnects in a row after upstream failures, then give up.",
     )
     reconnect_backoff_s: float = Field(
-        0.25, ge=0, le=10, description="First reconnect delay; doubles on each retry."
+        default=0.25, ge=0, le=10, description="First reconnect delay; doubles on each retry."
     )
     connect_timeout_s: float = Field(
-        5.0, gt=0, le=60, description="Bound on opening the Live connection (and the check)."
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Bound on opening the Live connection (and the check).",
     )
 
 

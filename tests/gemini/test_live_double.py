@@ -81,7 +81,8 @@ async def test_resumed_setup_carries_the_handle_and_restores_history(
 
     live_double.behaviours[0] = remember
     client = _client(live_double)
-    async with client.aio.live.connect(model=LIVE_MODEL) as session:
+    resume = types.LiveConnectConfig(session_resumption=types.SessionResumptionConfig())
+    async with client.aio.live.connect(model=LIVE_MODEL, config=resume) as session:
         update = await anext(aiter(session.receive()))
     assert update.session_resumption_update is not None
     handle = update.session_resumption_update.new_handle
