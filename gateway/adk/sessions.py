@@ -25,7 +25,6 @@ from sqlalchemy.exc import ArgumentError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SESSION_URL = "sqlite+aiosqlite:///var/sessions.db"
 MEMORY_URL = "memory://"
 #: Async drivers ADK's DatabaseSessionService can use, by backend.
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
@@ -71,7 +70,7 @@ def parse_session_url(url: str) -> URL | None:
     return parsed
 
 
-def build_session_service(url: str = DEFAULT_SESSION_URL) -> BaseSessionService:
+def build_session_service(url: str) -> BaseSessionService:
     """The session service for `url` (creating a SQLite file's directory)."""
     parsed = parse_session_url(url)
     if parsed is None:
@@ -98,3 +97,10 @@ async def check_session_service(
         reason = type(exc).__name__
         logger.debug("session store check failed", exc_info=True)
         raise SessionStoreError(f"session store unavailable ({reason}: {exc})") from None
+
+
+async def close_session_service(service: BaseSessionService, timeout_s: float = 5.0) -> None:
+    """Release a database store's connections (the in-memory store holds none)."""
+    if isinstance(service, DatabaseSessionService):
+        async with asyncio.timeout(timeout_s):
+            await service.close()
