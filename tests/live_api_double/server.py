@@ -92,7 +92,7 @@ class LiveConnection:
     resumed_handle: str | None = None
     #: The double's memory of the conversation: (role, text); restored on resumption.
     history: list[tuple[str, str]] = field(default_factory=list)
-    #: Turns received as initial history (clientContent before any realtime input).
+    #: Turns received as context, not to answer (history replayed by the client).
     history_received: list[dict[str, Any]] = field(default_factory=list)
     audio_in: bytearray = field(default_factory=bytearray)
     #: (monotonic time, bytes) of every caller audio chunk.
@@ -237,6 +237,8 @@ class LiveConnection:
             self._user_turn(UserTurn("text", str(realtime["text"])))
 
     def _on_content(self, content: dict[str, Any]) -> None:
+        """Turns with turnComplete are a user turn to answer; without it (or as the
+        first content under `initialHistoryInClientContent`) they are context only."""
         self.contents.append(content)
         turns = content.get("turns") or []
         texts = [
@@ -247,12 +249,12 @@ class LiveConnection:
         ]
         history_cfg = self.setup.get("historyConfig") or {}
         first = len(self.contents) == 1 and not self.audio_log
-        if history_cfg.get("initialHistoryInClientContent") and first:
+        complete = content.get("turnComplete", content.get("turn_complete", False))
+        if not complete or (history_cfg.get("initialHistoryInClientContent") and first):
             self.history_received.extend(turns)
             self.history.extend(texts)
             return
-        complete = content.get("turnComplete", content.get("turn_complete", False))
-        if complete and texts:
+        if texts:
             self._user_turn(UserTurn("text", " ".join(text for _, text in texts)))
 
     def _user_turn(self, turn: UserTurn) -> None:
