@@ -59,12 +59,12 @@ class CallHandle:
     answer: asyncio.Future[tuple[str, str]] = field(default_factory=asyncio.Future)
     hangup_reason: str | None = None
     pc: RTCPeerConnection | None = None
-    _hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    hangup_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def hang_up(self, reason: str) -> None:
         if self.hangup_reason is None:
             self.hangup_reason = reason
-        self._hangup.set()
+        self.hangup_requested.set()
 
 
 class _CallEnded(Exception):
@@ -251,7 +251,7 @@ async def _watchdog(parts: _CallParts, setup_timeout_s: float) -> None:
     deadline = time.monotonic() + setup_timeout_s
     connected = False
     while True:
-        if handle._hangup.is_set():
+        if handle.hangup_requested.is_set():
             raise _CallEnded(handle.hangup_reason or "hung up")
         state = pc.connectionState
         if state in ("failed", "closed"):
@@ -263,7 +263,7 @@ async def _watchdog(parts: _CallParts, setup_timeout_s: float) -> None:
             raise _CallEnded("media never connected")
         parts.connection_changed.clear()
         timeout = None if connected else max(0.0, deadline - time.monotonic())
-        await _first_of(handle._hangup, parts.connection_changed, timeout)
+        await _first_of(handle.hangup_requested, parts.connection_changed, timeout)
 
 
 async def _first_of(a: asyncio.Event, b: asyncio.Event, limit_s: float | None) -> None:

@@ -49,6 +49,9 @@ def _live_peer_connections() -> list[RTCPeerConnection]:
 async def no_leaks() -> AsyncIterator[None]:
     """Fail the test if it leaks tasks, peer connections or file descriptors."""
     fds_before = _open_fds()
+    loop = asyncio.get_running_loop()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context["message"]))
     yield
     me = asyncio.current_task()
     deadline = asyncio.get_running_loop().time() + LEAK_GRACE_S
@@ -62,6 +65,9 @@ async def no_leaks() -> AsyncIterator[None]:
     assert not tasks, f"leaked tasks: {[t.get_name() for t in tasks]}"
     assert not pcs, f"leaked {len(pcs)} peer connection(s)"
     assert not fds, f"leaked {len(fds)} file descriptor(s)"
+    gc.collect()  # "Task exception was never retrieved" is reported when a task is freed
+    loop.set_exception_handler(None)
+    assert not unhandled, f"unhandled errors in the event loop: {unhandled}"
 
 
 def gateway_settings(**overrides: object) -> Settings:
