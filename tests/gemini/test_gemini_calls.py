@@ -34,8 +34,7 @@ from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
 from tests.gemini.conftest import LIVE_MODEL
 from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.peers import CallerPeer, tone_pcm
-from tests.test_call import call
+from tests.peers import CallerPeer, call_gateway, tone_pcm
 
 
 @pytest.fixture
@@ -91,7 +90,7 @@ async def test_call_survives_goaway(
     client = await start_gateway(gemini_connector)
     caller = CallerPeer()
     try:
-        await call(client, caller)
+        await call_gateway(client, caller)
         await caller.wait_connected()
         assert await speak_and_hear_reply(caller, 0) >= 20  # 0.6 s answer = 30 frames
         second = await gemini_env.wait_connections(3)
@@ -121,7 +120,7 @@ async def test_call_survives_an_abrupt_drop_mid_reply(
     client = await start_gateway(gemini_connector)
     caller = CallerPeer()
     try:
-        await call(client, caller)
+        await call_gateway(client, caller)
         await caller.wait_connected()
         assert await speak_and_hear_reply(caller, 0) >= 20
         cut_started = time.monotonic()
@@ -210,7 +209,7 @@ async def test_refused_reconnect_ends_the_call_with_an_error_event(
     client = await start_gateway(gemini_connector)
     caller = CallerPeer()
     try:
-        await call(client, caller)
+        await call_gateway(client, caller)
         await caller.wait_connected()
         await caller.wait_channel_open()
         caller.mic.play(tone_pcm(0.6))
