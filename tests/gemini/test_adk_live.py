@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 from google.adk.agents import Agent
 from google.adk.agents.live_request_queue import LiveRequestQueue
@@ -27,26 +25,7 @@ from google.genai import errors, types
 
 from tests.gemini.conftest import LIVE_MODEL
 from tests.live_api_double import LiveApiDouble, LiveConnection
-
-_MAGIC = 1963
-
-
-def _chunk(seq: int, loud: bool) -> bytes:
-    """20 ms of 16 kHz PCM (a 300 Hz tone or silence) stamped with its sequence number."""
-    t = np.arange(320) / 16_000
-    samples = (6000 * np.sin(2 * np.pi * 300 * t)) if loud else np.zeros(320)
-    pcm = bytearray(samples.astype("<i2").tobytes())
-    pcm[0:6] = struct.pack("<hhh", _MAGIC, seq % 1000, seq // 1000)
-    return bytes(pcm)
-
-
-def stamped_seqs(pcm: bytes | bytearray) -> list[int]:
-    out = []
-    for start in range(0, len(pcm) - 639, 640):
-        magic, low, high = struct.unpack("<hhh", pcm[start : start + 6])
-        if magic == _MAGIC:
-            out.append(high * 1000 + low)
-    return out
+from tests.live_api_double.audio import stamped_chunk, stamped_seqs
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +51,7 @@ async def live_run(
     async def feed() -> None:
         for seq in range(10_000):
             queue.send_realtime(
-                types.Blob(data=_chunk(seq, seq % 55 < 25), mime_type="audio/pcm;rate=16000")
+                types.Blob(data=stamped_chunk(seq, seq % 55 < 25), mime_type="audio/pcm;rate=16000")
             )
             await asyncio.sleep(0.02)
 

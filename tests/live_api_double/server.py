@@ -287,6 +287,8 @@ class LiveApiDouble:
         #: None accepts any key; otherwise others are refused like a bad key.
         self.accepted_api_keys = accepted_api_keys
         self.known_models = known_models
+        #: When set, every new connection is refused with this close after `setup`.
+        self.refuse_all: tuple[int, str] | None = None
         self.behaviours: dict[int, Behaviour] = {}
         self.default_behaviour: Behaviour = conversational
         self.connections: list[LiveConnection] = []
@@ -352,6 +354,8 @@ class LiveApiDouble:
         await self._serve(conn, setup)
 
     def _refusal(self, key: str | None, model: str, version: str) -> tuple[int, str] | None:
+        if self.refuse_all is not None:
+            return self.refuse_all
         if not key or (self.accepted_api_keys is not None and key not in self.accepted_api_keys):
             return BAD_KEY_CLOSE
         if model.removeprefix("models/") not in self.known_models:
