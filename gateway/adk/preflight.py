@@ -74,9 +74,9 @@ class LiveCheck:
 
     async def _check(self) -> None:
         config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
-        client = self._model._live_api_client  # the client ADK's connect() uses
         started = self._clock()
         try:
+            client = self._model._live_api_client  # the client ADK's connect() uses
             async with asyncio.timeout(self._timeout_s):
                 async with client.aio.live.connect(model=self._model.model, config=config):
                     pass

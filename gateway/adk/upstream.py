@@ -9,7 +9,6 @@ An ADK-facing helper: imports google.genai and websockets, nothing from the core
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,12 +59,12 @@ def classify(exc: BaseException) -> UpstreamFailure | None:
         if status in (401, 403):
             return UpstreamFailure("invalid_credentials", status)
         return UpstreamFailure("unreachable", status)
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    if isinstance(exc, OSError | TimeoutError | websockets.InvalidHandshake):  # incl. TLS
         return UpstreamFailure("unreachable")
-    if isinstance(exc, OSError | TimeoutError | websockets.InvalidHandshake):
-        return UpstreamFailure("unreachable")
-    if _is_missing_credentials(exc):
-        return UpstreamFailure("invalid_credentials")
+    if _is_missing_credentials(exc) or (
+        isinstance(exc, ValueError) and "api key" in str(exc).lower()
+    ):
+        return UpstreamFailure("invalid_credentials")  # e.g. "No API key was provided"
     return None
 
 

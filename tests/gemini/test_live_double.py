@@ -130,3 +130,30 @@ async def test_other_paths_get_404(live_double: LiveApiDouble) -> None:
         async with websockets.connect(url, ssl=live_double.cert.client_context()):
             pass
     assert caught.value.response.status_code == 404
+
+
+async def test_tool_call_and_interruption(live_double: LiveApiDouble) -> None:
+    async def tools(conn: LiveConnection) -> None:
+        call_id = await conn.tool_call("get_time", {"zone": "UTC"})
+        async with asyncio.timeout(5):
+            while not conn.tool_responses:
+                await asyncio.sleep(0.01)
+        await conn.interrupted()
+        await conn.send({"serverContent": {"turnComplete": True}})
+        conn.history.append(("tool", call_id))
+
+    live_double.behaviours[0] = tools
+    async with _client(live_double).aio.live.connect(model=LIVE_MODEL) as session:
+        message = await anext(aiter(session.receive()))
+        assert message.tool_call
+        assert message.tool_call.function_calls
+        call = message.tool_call.function_calls[0]
+        assert (call.name, call.args) == ("get_time", {"zone": "UTC"})
+        response = types.FunctionResponse(id=call.id, name=call.name, response={"time": "noon"})
+        await session.send_tool_response(function_responses=[response])
+        rest = await asyncio.wait_for(_receive_turn(session), 5)
+    assert any(m.server_content and m.server_content.interrupted for m in rest)
+    conn = live_double.connections[0]
+    (function_response,) = conn.tool_responses[0]["functionResponses"]
+    assert function_response["id"] == call.id
+    assert function_response["response"] == {"time": "noon"}
