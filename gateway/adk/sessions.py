@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from google.adk.sessions import BaseSessionService, DatabaseSessionService, InMemorySessionService
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +77,16 @@ def build_session_service(url: str) -> BaseSessionService:
     parsed = parse_session_url(url)
     if parsed is None:
         return InMemorySessionService()
+    engine_kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite" and parsed.database != ":memory:":
         assert parsed.database is not None
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # No pool: each operation opens and closes the file, so an idle gateway holds
+        # no connection (nor aiosqlite thread) and other processes see its commits.
+        engine_kwargs["poolclass"] = NullPool
     try:
-        return DatabaseSessionService(db_url=parsed.render_as_string(hide_password=False))
+        url_text = parsed.render_as_string(hide_password=False)
+        return DatabaseSessionService(db_url=url_text, **engine_kwargs)
     except ValueError as exc:
         raise SessionStoreError(f"session_url {redact_url(url)}: {exc}") from None
 
