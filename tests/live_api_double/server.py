@@ -35,35 +35,18 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 from tests.live_api_double.audio import OUTPUT_MIME, OUTPUT_RATE_HZ, EnergyVad, tone
 from tests.live_api_double.certs import SelfSignedCert
-
-API_VERSIONS = ("v1alpha", "v1beta")
-PATHS = {
-    f"/ws/google.ai.generativelanguage.{v}.GenerativeService.BidiGenerateContent": v
-    for v in API_VERSIONS
-}
-BAD_KEY_CLOSE = (1007, "API key not valid. Please pass a valid API key.")
-DEFAULT_MODELS = frozenset(
-    {
-        "gemini-live-2.5-flash-preview",
-        "gemini-2.5-flash-native-audio-preview-09-2025",
-        "gemini-2.0-flash-live-001",
-    }
+from tests.live_api_double.wire import (
+    BAD_KEY_CLOSE,
+    DEFAULT_MODELS,
+    PATHS,
+    b64decode,
+    check_path,
+    strip_audio,
+    unknown_model_close,
 )
-_MAX_CLOSE_REASON_BYTES = 123
-
-
-def unknown_model_close(model: str, api_version: str) -> tuple[int, str]:
-    """The close the real service sends for a model it does not serve live."""
-    reason = (
-        f"{model} is not found for API version {api_version}, or is not supported for "
-        "bidiGenerateContent. Call ListModels to see the list of available models and "
-        "their supported methods."
-    )
-    return 1008, reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +102,7 @@ class LiveConnection:
 
     # -- sending -------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(_strip_audio(message))
+        self.sent.append(strip_audio(message))
         await self.ws.send(json.dumps(message))
 
     @property
@@ -209,7 +192,7 @@ class LiveConnection:
 
     # -- receiving -----------------------------------------------------------
     def on_frame(self, message: dict[str, Any]) -> None:
-        self.received.append(_strip_audio(message))
+        self.received.append(strip_audio(message))
         realtime = message.get("realtime_input") or message.get("realtimeInput")
         content = message.get("client_content") or message.get("clientContent")
         tool = message.get("tool_response") or message.get("toolResponse")
@@ -228,7 +211,7 @@ class LiveConnection:
             mime = blob.get("mimeType") or blob.get("mime_type") or ""
             if not mime.startswith("audio/pcm"):
                 continue
-            pcm = _b64decode(blob.get("data", ""))
+            pcm = b64decode(blob.get("data", ""))
             self.audio_in += pcm
             self.audio_log.append((time.monotonic(), len(pcm)))
             for speech_s in self._vad.feed(pcm):
@@ -313,7 +296,7 @@ class LiveApiDouble:
             "127.0.0.1",
             0,
             ssl=self.cert.server_context(),
-            process_request=_check_path,
+            process_request=check_path,
             ping_interval=None,
             max_size=16 * 1024 * 1024,
         )
@@ -383,34 +366,3 @@ class LiveApiDouble:
             script.cancel()
             with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
                 await script
-
-
-def _check_path(_conn: ServerConnection, request: Request) -> Response | None:
-    if request.path.split("?")[0] in PATHS:
-        return None
-    body = b'{"error": {"code": 404, "status": "NOT_FOUND"}}'
-    headers = Headers([("Content-Type", "application/json")])
-    return Response(404, "Not Found", headers, body)
-
-
-def _b64decode(data: str) -> bytes:
-    """The client sends URL-safe base64; accept the standard alphabet too."""
-    data = data.replace("+", "-").replace("/", "_")
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-
-
-def _strip_audio(message: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a frame with base64 payloads replaced by their decoded length."""
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {k: walk(v) for k, v in value.items()}
-            if isinstance(value.get("data"), str) and ("mimeType" in value or "mime_type" in value):
-                out["data"] = len(_b64decode(value["data"]))
-            return out
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    result: dict[str, Any] = walk(message)
-    return result
