@@ -18,6 +18,7 @@ from gateway import ice, signaling
 from gateway.agent_api import AgentConnector
 from gateway.calls import CallManager
 from gateway.config import Settings
+from gateway.websocket_transport import add_websocket_routes
 
 if TYPE_CHECKING:
     from gateway.agent_bridge import AdkAgentConnector
@@ -52,6 +53,7 @@ def create_app(settings: Settings, connector: AgentConnector) -> web.Application
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
+    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=settings.max_calls)
     _add_client_routes(app)
     return app
 

@@ -25,9 +25,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.agent_api import AgentConnector
-from gateway.app import CONNECTOR_KEY, build_adk_connector, create_app
+from gateway.app import build_adk_connector, create_app
 from gateway.config import load_settings
-from gateway.websocket_transport import WS_PATH, add_websocket_routes
 from tests.browser import cdp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,8 +63,6 @@ async def start_gateway() -> AsyncIterator[GatewayStarter]:
     async def start(connector: AgentConnector | None = None, **overrides: Any) -> str:
         settings = load_settings({"ice_addresses": "127.0.0.1", **overrides}, environ={})
         app = create_app(settings, connector or build_adk_connector(settings))
-        if not any(_route_path(r) == WS_PATH for r in app.router.routes()):
-            add_websocket_routes(app, CONNECTOR_KEY)
         _add_seed_client(app)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
@@ -75,10 +72,6 @@ async def start_gateway() -> AsyncIterator[GatewayStarter]:
     yield start
     for server in servers:
         await server.close()
-
-
-def _route_path(route: web.AbstractRoute) -> str:
-    return str(route.resource.canonical) if route.resource is not None else ""
 
 
 def _add_seed_client(app: web.Application) -> None:
