@@ -167,8 +167,12 @@ class AdkAgentSession:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.dropped_audio_chunks:
-            logger.info("session dropped %d caller audio chunks", self.dropped_audio_chunks)
+        if self.reconnects or self.dropped_audio_chunks:
+            logger.info(
+                "session had %d upstream reconnects and dropped %d caller audio chunks",
+                self.reconnects,
+                self.dropped_audio_chunks,
+            )
 
     async def _run(self) -> None:
         try:
