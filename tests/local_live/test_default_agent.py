@@ -2,8 +2,8 @@
 
 Pins down:
 - no Gemini credentials: the offline `local-live` model with `get_current_time`;
-- `GOOGLE_API_KEY` or `GOOGLE_GENAI_USE_VERTEXAI=TRUE`: a Gemini Live model
-  (`GEMINI_LIVE_MODEL` overrides the default) plus Google Search;
+- `GOOGLE_API_KEY` or Vertex AI: the configured Gemini Live model
+  (`GATEWAY_GEMINI_MODEL` overrides the default) plus Google Search;
 - the choice is logged once, at INFO, with how to switch;
 - `get_current_time` reports the real local time, as spoken on a 12-hour clock.
 """
@@ -15,13 +15,8 @@ from datetime import datetime
 
 import pytest
 
-from gateway.agents.default import (
-    DEFAULT_GEMINI_LIVE_MODEL,
-    DEFAULT_VERTEX_LIVE_MODEL,
-    build_default_agent,
-    gemini_configured,
-    gemini_model_name,
-)
+from gateway.adk.live_config import LiveSettings
+from gateway.agents.default import build_default_agent, gemini_configured, gemini_model_name
 from gateway.agents.tools import get_current_time, spoken_time
 
 
@@ -44,9 +39,17 @@ def test_offline_without_credentials(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.parametrize(
     ("environ", "model"),
     [
-        ({"GOOGLE_API_KEY": "key"}, DEFAULT_GEMINI_LIVE_MODEL),
-        ({"GOOGLE_API_KEY": "key", "GEMINI_LIVE_MODEL": "gemini-x-live"}, "gemini-x-live"),
-        ({"GOOGLE_GENAI_USE_VERTEXAI": "TRUE"}, DEFAULT_VERTEX_LIVE_MODEL),
+        ({"GOOGLE_API_KEY": "key"}, LiveSettings().model),
+        ({"GOOGLE_API_KEY": "key", "GATEWAY_GEMINI_MODEL": "gemini-x-live"}, "gemini-x-live"),
+        (
+            {
+                "GOOGLE_GENAI_USE_VERTEXAI": "TRUE",
+                "GOOGLE_CLOUD_PROJECT": "p",
+                "GOOGLE_CLOUD_LOCATION": "us-central1",
+                "GATEWAY_GEMINI_MODEL": "gemini-live-2.5-flash",
+            },
+            "gemini-live-2.5-flash",
+        ),
     ],
 )
 def test_gemini_when_configured(
@@ -61,8 +64,8 @@ def test_gemini_when_configured(
     assert model in caplog.records[0].getMessage()
 
 
-def test_blank_key_is_not_configured() -> None:
-    assert not gemini_configured({"GOOGLE_API_KEY": "  "})
+def test_no_key_is_not_configured() -> None:
+    assert not gemini_configured({"GOOGLE_API_KEY": ""})
 
 
 def test_current_time_is_the_real_local_time() -> None:
