@@ -9,8 +9,9 @@ Pins down:
   the current time, and no audio;
 - barge-in: speech during a long spoken answer yields `interrupted` at once, no
   more audio of that answer, then the new utterance is answered;
-- `local-live` resolves through ADK's model registry, and its non-live `generate_content_async`
-  makes the same tool call and speaks the result as text.
+- `local-live` resolves through ADK's model registry, and its non-live
+  `generate_content_async` makes the same tool call and answers with the result;
+- two sessions at once are both answered.
 """
 
 from __future__ import annotations
@@ -182,3 +183,20 @@ async def test_non_live_generation_uses_the_same_replies() -> None:
     assert answer.content is not None
     assert answer.content.parts is not None
     assert answer.content.parts[0].text == "It is 3:07 AM."
+
+
+async def test_two_sessions_at_once_are_both_answered(agent: Agent) -> None:
+    """Concurrent calls share the recognizer pool and espeak's one thread."""
+
+    async def ask() -> bytes:
+        async with live_call(agent, types.Modality.AUDIO) as call:
+            call.queue.send_content(
+                types.Content(role="user", parts=[types.Part(text="What time is it?")])
+            )
+            await call.wait_for(lambda e: bool(e.turn_complete))
+        assert len(function_responses(call, "get_current_time")) == 1
+        return call.audio()
+
+    first, second = await asyncio.gather(ask(), ask())
+    assert voiced_s(first, 24_000) >= 0.5
+    assert voiced_s(second, 24_000) >= 0.5
