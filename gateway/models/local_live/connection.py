@@ -31,7 +31,12 @@ from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from gateway.audio_format import AGENT_OUTPUT_MIME, AGENT_OUTPUT_RATE_HZ, pcm_duration_s
+from gateway.audio_format import (
+    AGENT_INPUT_RATE_HZ,
+    AGENT_OUTPUT_MIME,
+    AGENT_OUTPUT_RATE_HZ,
+    pcm_duration_s,
+)
 from gateway.models.local_live.endpointer import (
     Endpointer,
     EndpointerConfig,
@@ -65,6 +70,13 @@ _END_OF_TURN = b""  # queued by ActivityEnd / audio_stream_end: end the turn now
 _call_ids = itertools.count(1)
 
 
+def _is_input_audio(mime_type: str) -> bool:
+    """16 kHz PCM, the only input the endpointer and recognizer understand."""
+    kind, _, params = mime_type.partition(";")
+    rate = params.strip().removeprefix("rate=") if params else str(AGENT_INPUT_RATE_HZ)
+    return kind.strip() == "audio/pcm" and rate == str(AGENT_INPUT_RATE_HZ)
+
+
 class LocalLiveConnection(BaseLlmConnection):
     """One live session of the offline model."""
 
@@ -91,6 +103,7 @@ class LocalLiveConnection(BaseLlmConnection):
         self._last_partial = ""
         self._closing = False  # close() started: take no more input
         self._ended = False  # receive() has seen the end of the output
+        self._warned_mime = False
         self.dropped_audio_chunks = 0
         self.history: list[types.Content] = []
 
@@ -114,8 +127,11 @@ class LocalLiveConnection(BaseLlmConnection):
 
     async def send_realtime(self, blob: Any) -> None:
         if isinstance(blob, types.Blob):
-            if blob.data and (blob.mime_type or "").startswith("audio/pcm"):
+            if blob.data and _is_input_audio(blob.mime_type or ""):
                 self._queue_audio(blob.data)
+            elif blob.data and not self._warned_mime:
+                self._warned_mime = True
+                logger.warning("offline model ignores %s input", blob.mime_type)
         elif isinstance(blob, types.ActivityEnd) or (
             isinstance(blob, types.LiveClientRealtimeInput) and blob.audio_stream_end
         ):
