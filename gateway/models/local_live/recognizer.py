@@ -258,10 +258,12 @@ def recognize_jsgf(pcm: bytes, jsgf: str) -> str:
     if stale_search is not None and stale_search != search:
         decoder.remove_search(stale_search)
     try:
-        decoder.start_utt()
-        for offset in range(0, len(pcm), 3200):
-            decoder.process_raw(pcm[offset : offset + 3200])
-        decoder.end_utt()
+        for _ in range(2):  # the second pass with means updated from the first
+            decoder.start_utt()
+            for offset in range(0, len(pcm), 3200):
+                decoder.process_raw(pcm[offset : offset + 3200])
+            decoder.end_utt()
+            decoder.get_cmn(True)
         hyp = decoder.hyp()
         return _clean(hyp.hypstr) if hyp is not None else ""
     finally:
