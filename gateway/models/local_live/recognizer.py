@@ -49,6 +49,8 @@ MIN_WORD_COVERAGE = 0.6
 #: second of audio, ~50 ms on the end-of-turn path under load).
 ADAPTED_AFTER_S = 5.0
 BYTES_PER_S = 16_000 * 2
+#: Decoding passes of one-shot recognition (see `recognize_jsgf`).
+ONE_SHOT_PASSES = 6
 #: Idle grammar decoders kept for the next calls (each holds ~20 MB of model).
 MAX_IDLE_DECODERS = 4
 
@@ -258,7 +260,13 @@ def recognize_jsgf(pcm: bytes, jsgf: str) -> str:
     if stale_search is not None and stale_search != search:
         decoder.remove_search(stale_search)
     try:
-        for _ in range(2):  # the second pass with means updated from the first
+        # Batch-like normalization, independent of what the pooled decoder heard
+        # before: start from the model's initial means and decode again with the
+        # means updated from this utterance until they have settled. Measured on
+        # the synthesizer's renderings of every hour at five minutes each: 120/120
+        # right after 6 passes, 116/120 after 4, 93/120 after 2.
+        decoder.set_cmn(decoder.config["cmninit"])
+        for _ in range(ONE_SHOT_PASSES):
             decoder.start_utt()
             for offset in range(0, len(pcm), 3200):
                 decoder.process_raw(pcm[offset : offset + 3200])
