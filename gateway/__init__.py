@@ -1,0 +1,1 @@
+"""adk-webrtc-gateway: a WebRTC media gateway for Google ADK live agents."""

@@ -1,0 +1,166 @@
+"""One measured call through an impaired link: two real aiortc peers and the relay.
+
+The caller plays `frames` 20 ms frames of a tone in real time and stops; the
+receiving peer reads its audio either from aiortc's stock track or from our
+`LossTolerantAudioTrack`. The result compares what the link delivered (RTP packets
+the receiver accepted, by its own `getStats`) with what reached the consumer
+(decoded frames, their RTP-clock `pts` and their arrival times). Used by
+`tests/test_loss.py` and `bench/loss.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from gateway.receive_path import LossTolerantAudioTrack, install_receive_path, remote_codecs
+from tests.netem.relay import Impairment, UdpRelay
+from tests.netem.sdp import route_via
+
+RATE_HZ = 48_000
+FRAME_SAMPLES = 960
+FRAME_MS = 20.0
+SETTLE_S = 0.3  # after the link drains: hold time (60 ms) plus decoding, with margin
+
+
+class ToneTrack(MediaStreamTrack):
+    """`frames` paced 20 ms frames of a 300 Hz tone at 48 kHz mono, then the end."""
+
+    kind = "audio"
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self._frames = frames
+        self._sent = 0
+        self._start: float | None = None
+        t = np.arange(FRAME_SAMPLES) / RATE_HZ
+        self._pcm = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").reshape(1, -1)
+        self.finished = asyncio.Event()
+
+    async def recv(self) -> av.AudioFrame:
+        if self._sent >= self._frames:
+            self.finished.set()
+            self.stop()
+            raise MediaStreamError
+        self._start = self._start or time.monotonic()
+        wait = self._start + self._sent * FRAME_MS / 1000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = av.AudioFrame.from_ndarray(self._pcm, format="s16", layout="mono")
+        frame.sample_rate = RATE_HZ
+        frame.pts = self._sent * FRAME_SAMPLES
+        frame.time_base = fractions.Fraction(1, RATE_HZ)
+        self._sent += 1
+        return frame
+
+
+@dataclass(slots=True)
+class FrameLog:
+    """What the consumer of the receiving track got: arrival time and pts per frame."""
+
+    arrivals_s: list[float] = field(default_factory=list)
+    pts: list[int] = field(default_factory=list)
+    samples: int = 0
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.arrivals_s.append(time.monotonic())
+            self.pts.append(int(frame.pts))
+            self.samples += frame.samples
+
+
+@dataclass(frozen=True, slots=True)
+class LossRun:
+    """The figures of one call. Ratios are of the packets the caller sent."""
+
+    path: str
+    packets_sent: int
+    packets_received: int
+    frames_delivered: int
+    max_burst_packets: int
+    max_media_step_ms: float
+    max_wall_gap_ms: float
+    p99_wall_gap_ms: float
+    late_packets: int
+
+    @property
+    def received_ratio(self) -> float:
+        return self.packets_received / self.packets_sent
+
+    @property
+    def delivered_ratio(self) -> float:
+        return self.frames_delivered / self.packets_sent
+
+    @property
+    def shortfall_pp(self) -> float:
+        """Percentage points of received packets that did not become frames."""
+        return 100.0 * (self.received_ratio - self.delivered_ratio)
+
+
+async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) -> LossRun:
+    """A call of `frames` packets through `uplink` into the stock or our receive path."""
+    relay = await UdpRelay(uplink=uplink).start()
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tone = ToneTrack(frames)
+    log = FrameLog()
+    consumer: asyncio.Task[None] | None = None
+    try:
+        caller.addTransceiver(tone, direction="sendonly")
+        await caller.setLocalDescription(await caller.createOffer())
+        offer, relay.caller_addr = route_via(caller.localDescription.sdp, relay.gateway_side)
+        await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        transceiver = callee.getTransceivers()[0]
+        track: MediaStreamTrack = transceiver.receiver.track
+        if ours:
+            track = install_receive_path(transceiver.receiver, remote_codecs(callee, transceiver))
+        consumer = asyncio.create_task(log.consume(track), name="loss-call/consume")
+        await callee.setLocalDescription(await callee.createAnswer())
+        answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
+        await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        async with asyncio.timeout(frames * FRAME_MS / 1000 + 10):
+            await tone.finished.wait()
+        await relay.drained()
+        await asyncio.sleep(SETTLE_S)
+        received = _packets_received(await transceiver.receiver.getStats())
+        late = track.stats.buffer.late if isinstance(track, LossTolerantAudioTrack) else 0
+        return _summarise("ours" if ours else "stock", relay, received, log, late)
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
+        if consumer is not None:
+            await asyncio.wait({consumer}, timeout=2)
+            consumer.cancel()
+        await relay.aclose()
+
+
+def _packets_received(report: object) -> int:
+    stats = [s for s in report.values() if s.type == "inbound-rtp"]  # type: ignore[attr-defined]
+    return sum(int(s.packetsReceived) for s in stats)
+
+
+def _summarise(path: str, relay: UdpRelay, received: int, log: FrameLog, late: int) -> LossRun:
+    steps = np.diff(np.array(log.pts, dtype=np.int64)) * 1000.0 / RATE_HZ
+    gaps = np.diff(np.array(log.arrivals_s)) * 1000.0
+    return LossRun(
+        path=path,
+        packets_sent=relay.uplink.rtp_seen,
+        packets_received=received,
+        frames_delivered=round(log.samples / FRAME_SAMPLES),
+        max_burst_packets=relay.uplink.max_burst(),
+        max_media_step_ms=float(steps.max()) if len(steps) else 0.0,
+        max_wall_gap_ms=float(gaps.max()) if len(gaps) else 0.0,
+        p99_wall_gap_ms=float(np.percentile(gaps, 99)) if len(gaps) else 0.0,
+        late_packets=late,
+    )
