@@ -67,6 +67,8 @@ class ReceivePathStats:
     overflow_dropped: int
     decode_errors: int
     unknown_payload: int
+    stock_decoded: int
+    """Frames aiortc's own decoder produced: 0 unless the tap stopped working."""
 
 
 class _PacketTap:
@@ -109,6 +111,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         self._wakeup = asyncio.Event()
         self._receiver_ended = False
         self._frames_out = self._overflow = self._decode_errors = self._unknown = 0
+        self._stock_decoded = 0
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_receiver(stock_track), name=f"receive-path/{self.id}/watch"
         )
@@ -121,6 +124,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             overflow_dropped=self._overflow,
             decode_errors=self._decode_errors,
             unknown_payload=self._unknown,
+            stock_decoded=self._stock_decoded,
         )
 
     def on_packet(self, packet: RtpPacket) -> None:
@@ -202,6 +206,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         try:
             while True:
                 await stock_track.recv()
+                self._stock_decoded += 1
                 logger.warning("receive path: the stock decoder produced a frame")
         except MediaStreamError:
             pass
