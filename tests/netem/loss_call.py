@@ -93,6 +93,11 @@ class LossRun:
     max_wall_gap_ms: float
     p99_wall_gap_ms: float
     late_packets: int
+    median_path_delay_ms: float
+    """Relay forwarded the packet -> its frame returned by `recv()` (NaN if unmatched)."""
+    p99_path_delay_ms: float
+    path_delays_ms: tuple[float, ...] = field(default=(), repr=False)
+    wall_gaps_ms: tuple[float, ...] = field(default=(), repr=False)
 
     @property
     def received_ratio(self) -> float:
@@ -153,6 +158,7 @@ def _packets_received(report: object) -> int:
 def _summarise(path: str, relay: UdpRelay, received: int, log: FrameLog, late: int) -> LossRun:
     steps = np.diff(np.array(log.pts, dtype=np.int64)) * 1000.0 / RATE_HZ
     gaps = np.diff(np.array(log.arrivals_s)) * 1000.0
+    delays = _path_delays_ms(relay, log)
     return LossRun(
         path=path,
         packets_sent=relay.uplink.rtp_seen,
@@ -163,4 +169,32 @@ def _summarise(path: str, relay: UdpRelay, received: int, log: FrameLog, late: i
         max_wall_gap_ms=float(gaps.max()) if len(gaps) else 0.0,
         p99_wall_gap_ms=float(np.percentile(gaps, 99)) if len(gaps) else 0.0,
         late_packets=late,
+        median_path_delay_ms=float(np.median(delays)) if len(delays) else float("nan"),
+        p99_path_delay_ms=float(np.percentile(delays, 99)) if len(delays) else float("nan"),
+        path_delays_ms=tuple(delays),
+        wall_gaps_ms=tuple(float(g) for g in gaps),
     )
+
+
+def _path_delays_ms(relay: UdpRelay, log: FrameLog) -> list[float]:
+    """How long each frame took from leaving the relay to leaving `recv()`.
+
+    A frame's `pts` counts from the first packet the receiver decoded, which is the
+    k-th packet sent for some small unknown k (earlier ones may have been lost or
+    discarded). The right k maps every frame onto a forwarded packet that left the
+    relay before the frame came out; holes in `pts` pin it down under loss, and the
+    smallest such k is taken.
+    """
+    if not relay.uplink.rtp or not log.pts:
+        return []
+    first_ts, sent = relay.uplink.rtp[0].timestamp, relay.uplink.forwarded_at
+    for k in range(25):
+        delays = []
+        for pts, arrival in zip(log.pts, log.arrivals_s, strict=True):
+            left = sent.get((first_ts + (k * FRAME_SAMPLES) + pts) % (1 << 32))
+            if left is None or left > arrival:
+                break
+            delays.append((arrival - left) * 1000.0)
+        else:
+            return delays
+    return []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ class RtpRecord:
     """One RTP packet the relay saw: when (relay clock, s since its first), and fate."""
 
     sequence_number: int
+    timestamp: int
     seen_s: float
     dropped: bool
 
@@ -66,6 +68,8 @@ class DirectionLog:
     """Everything one direction did; RTP only."""
 
     rtp: list[RtpRecord] = field(default_factory=list)
+    forwarded_at: dict[int, float] = field(default_factory=dict)
+    """RTP timestamp -> `time.monotonic()` when the packet left the relay."""
     other_forwarded: int = 0
     overflow_dropped: int = 0
 
@@ -213,12 +217,15 @@ class UdpRelay:
         dropped = lost or blackout or len(self._pending) >= MAX_PENDING
         if len(self._pending) >= MAX_PENDING:
             log.overflow_dropped += 1
-        seq = int.from_bytes(data[2:4], "big") if is_rtp(data) else -1
-        log.rtp.append(RtpRecord(sequence_number=seq, seen_s=seen_s, dropped=dropped))
+        rtp = is_rtp(data)
+        seq = int.from_bytes(data[2:4], "big") if rtp else -1
+        timestamp = int.from_bytes(data[4:8], "big") if rtp else -1
+        log.rtp.append(RtpRecord(seq, timestamp, seen_s, dropped))
         if dropped:
             return
         if delay <= 0:
             self._transports[out].sendto(data, target)
+            log.forwarded_at[timestamp] = time.monotonic()
             return
         handle: asyncio.TimerHandle | None = None
 
@@ -229,6 +236,7 @@ class UdpRelay:
             transport = self._transports[out]
             if not transport.is_closing():
                 transport.sendto(data, target)
+                log.forwarded_at[timestamp] = time.monotonic()
 
         handle = loop.call_later(delay, send)
         self._pending.add(handle)
