@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from tests.netem.relay import Impairment, UdpRelay, is_rtp
@@ -76,8 +77,9 @@ async def test_delay_stays_within_delay_plus_or_minus_jitter_and_reorders() -> N
     _, b, sent_at = await relay_run(Impairment(delay_s=0.04, jitter_s=0.02), 60)
     delays = [at - sent_at[int.from_bytes(d[2:4], "big")] for d, at in b.got]
     assert len(delays) == 60
-    assert min(delays) >= 0.019
-    assert max(delays) <= 0.08  # 60 ms plus scheduling slack
+    assert min(delays) >= 0.019  # never early
+    assert max(delays) <= 0.10  # 60 ms plus generous slack for a loaded machine
+    assert np.percentile(delays, 10) < 0.035 < 0.045 < np.percentile(delays, 90)
     order = [int.from_bytes(d[2:4], "big") for d, _ in b.got]
     assert order != sorted(order), "independent delays should reorder some packets"
 

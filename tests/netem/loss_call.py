@@ -138,9 +138,9 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
             await tone.finished.wait()
         await relay.drained()
         await asyncio.sleep(SETTLE_S)
-        received = _packets_received(await transceiver.receiver.getStats())
+        received = rtp_count(await transceiver.receiver.getStats(), "inbound-rtp")
         late = track.stats.buffer.late if isinstance(track, LossTolerantAudioTrack) else 0
-        return _summarise("ours" if ours else "stock", relay, received, log, late)
+        return summarise("ours" if ours else "stock", relay, received, log, late)
     finally:
         await asyncio.wait_for(caller.close(), 5)
         await asyncio.wait_for(callee.close(), 5)
@@ -150,18 +150,28 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
         await relay.aclose()
 
 
-def _packets_received(report: object) -> int:
-    stats = [s for s in report.values() if s.type == "inbound-rtp"]  # type: ignore[attr-defined]
-    return sum(int(s.packetsReceived) for s in stats)
+def rtp_count(report: object, kind: str) -> int:
+    """Packets received (`inbound-rtp`) or sent (`outbound-rtp`) in a stats report."""
+    stats = [s for s in report.values() if s.type == kind]  # type: ignore[attr-defined]
+    field_name = "packetsReceived" if kind == "inbound-rtp" else "packetsSent"
+    return sum(int(getattr(s, field_name)) for s in stats)
 
 
-def _summarise(path: str, relay: UdpRelay, received: int, log: FrameLog, late: int) -> LossRun:
+def summarise(
+    path: str,
+    relay: UdpRelay,
+    received: int,
+    log: FrameLog,
+    late: int,
+    packets_sent: int | None = None,
+) -> LossRun:
+    """The figures of a finished call; `packets_sent` defaults to what the relay saw."""
     steps = np.diff(np.array(log.pts, dtype=np.int64)) * 1000.0 / RATE_HZ
     gaps = np.diff(np.array(log.arrivals_s)) * 1000.0
     delays = _path_delays_ms(relay, log)
     return LossRun(
         path=path,
-        packets_sent=relay.uplink.rtp_seen,
+        packets_sent=relay.uplink.rtp_seen if packets_sent is None else packets_sent,
         packets_received=received,
         frames_delivered=round(log.samples / FRAME_SAMPLES),
         max_burst_packets=relay.uplink.max_burst(),

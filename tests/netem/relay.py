@@ -15,12 +15,14 @@ quickly and the media statistics are about media.
 
 Bounded: at most `MAX_PENDING` datagrams wait in delay timers (more are dropped and
 counted), the relay closes itself after `max_lifetime_s`, and `aclose()` cancels every
-pending timer and closes both sockets. Traffic goes only to 127.0.0.1.
+pending timer and closes both sockets. Traffic goes only to 127.0.0.1 (or to the
+`host` given, an address in a namespace the test created).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -86,16 +88,11 @@ class DirectionLog:
         return sum(1 for r in self.rtp if r.dropped)
 
     def max_burst(self) -> int:
-        """Longest run of consecutive sequence numbers that were dropped."""
+        """Longest run of consecutive sequence numbers that were not forwarded: dropped
+        here, or lost before reaching the relay (kernel loss in `netns.py`)."""
         unwrapped = unwrap_sequence_numbers([r.sequence_number for r in self.rtp])
-        dropped = sorted(seq for seq, r in zip(unwrapped, self.rtp, strict=True) if r.dropped)
-        best = run = 0
-        previous: int | None = None
-        for seq in dropped:
-            run = run + 1 if previous is not None and seq == previous + 1 else 1
-            best = max(best, run)
-            previous = seq
-        return best
+        forwarded = sorted(seq for seq, r in zip(unwrapped, self.rtp, strict=True) if not r.dropped)
+        return max((b - a - 1 for a, b in itertools.pairwise(forwarded)), default=0)
 
 
 def is_rtp(data: bytes) -> bool:
@@ -120,7 +117,9 @@ class UdpRelay:
         uplink: Impairment = Impairment(),
         downlink: Impairment = Impairment(),
         max_lifetime_s: float = 120.0,
+        host: str = LOOPBACK,
     ) -> None:
+        self._host = host
         self._impair = {"caller": uplink, "gateway": downlink}
         self._random = {
             "caller": random.Random(uplink.seed),
@@ -160,7 +159,7 @@ class UdpRelay:
         loop = asyncio.get_running_loop()
         for name in ("caller", "gateway"):
             transport, _ = await loop.create_datagram_endpoint(
-                lambda name=name: _Side(self, name), local_addr=(LOOPBACK, 0)
+                lambda name=name: _Side(self, name), local_addr=(self._host, 0)
             )
             self._transports[name] = transport
         self._lifetime = loop.call_later(self._max_lifetime_s, self.close)
