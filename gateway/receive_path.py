@@ -54,6 +54,11 @@ DEFAULT_MAX_HOLD_S = 0.06
 DEFAULT_MAX_QUEUE_PACKETS = 50
 
 
+#: The codecs the caller may send, or a function giving them once known (the remote
+#: description is applied only after aiortc's "track" event).
+CodecSource = Sequence[RTCRtpCodecParameters] | Callable[[], Sequence[RTCRtpCodecParameters]]
+
+
 class ReceivePathUnavailable(RuntimeError):
     """The installed aiortc no longer has the seam this module relies on."""
 
@@ -95,13 +100,14 @@ class LossTolerantAudioTrack(MediaStreamTrack):
     def __init__(
         self,
         stock_track: MediaStreamTrack,
-        codecs: Sequence[RTCRtpCodecParameters],
+        codecs: CodecSource,
         max_hold_s: float = DEFAULT_MAX_HOLD_S,
         max_queue_packets: int = DEFAULT_MAX_QUEUE_PACKETS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._codecs = {c.payloadType: c for c in codecs}
+        self._codec_source = codecs
+        self._codecs: dict[int, RTCRtpCodecParameters] | None = None
         self._decoders: dict[str, Decoder] = {}
         self._buffer = ReorderBuffer(max_hold_s=max_hold_s)
         self._clock = clock
@@ -156,6 +162,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._watcher.cancel()
+        self._wakeup.set()  # a recv() waiting for packets sees the end
 
     async def aclose(self) -> None:
         """Stop and wait (bounded) for the owned watcher task to finish."""
@@ -183,6 +190,10 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             self._wakeup.set()
 
     def _decode(self, item: ReleasedPacket) -> list[Frame]:
+        if self._codecs is None:
+            source = self._codec_source
+            codecs = source() if callable(source) else source
+            self._codecs = {c.payloadType: c for c in codecs if c.payloadType is not None}
         codec = self._codecs.get(item.packet.payload_type)
         if codec is None:
             self._unknown += 1
@@ -217,12 +228,14 @@ class LossTolerantAudioTrack(MediaStreamTrack):
 
 def install_receive_path(
     receiver: RTCRtpReceiver,
-    codecs: Sequence[RTCRtpCodecParameters],
+    codecs: CodecSource,
     max_hold_s: float = DEFAULT_MAX_HOLD_S,
 ) -> LossTolerantAudioTrack:
     """Route an audio receiver's packets through our path; returns the track to read
-    instead of `receiver.track`. Call before media flows (right after
-    `setRemoteDescription`). Raises `ReceivePathUnavailable` if aiortc changed."""
+    instead of `receiver.track`. Call before media flows (from the "track" event or
+    right after `setRemoteDescription`). Raises `ReceivePathUnavailable` if aiortc
+    changed. The track ends when the receiver stops; if it never started, the owner
+    must `stop()` it (`caller_audio_track` does so when the connection closes)."""
     if receiver.track is None or receiver.track.kind != "audio":
         raise ValueError("install_receive_path needs an audio receiver")
     current = getattr(receiver, JITTER_BUFFER_ATTR, None)
@@ -248,3 +261,22 @@ def remote_codecs(
         if m.kind == transceiver.kind and m.rtp.muxId == transceiver.mid:
             return list(m.rtp.codecs)
     raise ValueError("the transceiver has no m-line in the remote description")
+
+
+def caller_audio_track(pc: RTCPeerConnection, track: MediaStreamTrack) -> MediaStreamTrack:
+    """For a "track" event: the caller's audio through our receive path, or aiortc's
+    stock `track` (logged) if this aiortc no longer has the seam. Our track is stopped
+    when the connection closes or fails, so it never outlives the call."""
+    transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+    try:
+        ours = install_receive_path(transceiver.receiver, lambda: remote_codecs(pc, transceiver))
+    except ReceivePathUnavailable as exc:
+        logger.warning("loss-tolerant receive path unavailable, using aiortc's: %s", exc)
+        return track
+
+    def on_connection_state() -> None:
+        if pc.connectionState in ("closed", "failed"):
+            ours.stop()
+
+    pc.on("connectionstatechange", on_connection_state)
+    return ours

@@ -19,16 +19,17 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from gateway.receive_path import (
     JITTER_BUFFER_ATTR,
+    LossTolerantAudioTrack,
     ReceivePathUnavailable,
+    caller_audio_track,
     install_receive_path,
-    remote_codecs,
 )
 from gateway.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
 from tests.netem.loopback import loopback_ice
@@ -182,9 +183,11 @@ async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> N
         caller.addTransceiver(tone, direction="sendonly")
         await caller.setLocalDescription(await caller.createOffer())
         offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+        tracks: list[MediaStreamTrack] = []
+        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
         await callee.setRemoteDescription(offer)
-        transceiver = callee.getTransceivers()[0]
-        track = install_receive_path(transceiver.receiver, remote_codecs(callee, transceiver))
+        transceiver, track = callee.getTransceivers()[0], tracks[0]
+        assert isinstance(track, LossTolerantAudioTrack)
         await callee.setLocalDescription(await callee.createAnswer())
         answer = RTCSessionDescription(callee.localDescription.sdp, "answer")
         await caller.setRemoteDescription(answer)
@@ -205,6 +208,52 @@ async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> N
         with pytest.raises(MediaStreamError):
             async with asyncio.timeout(5):
                 await track.recv()
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
+
+
+async def test_a_call_that_never_connects_ends_the_track_when_the_connection_closes() -> None:
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        caller.addTransceiver("audio", direction="sendonly")
+        await caller.setLocalDescription(await caller.createOffer())
+        tracks: list[MediaStreamTrack] = []
+        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
+        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+        await callee.setRemoteDescription(offer)
+        waiting = asyncio.create_task(tracks[0].recv(), name="test/recv")
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await asyncio.wait_for(callee.close(), 5)
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(waiting, 2)
+        await asyncio.sleep(0)
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("receive-path/")]
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
+
+
+async def test_the_stock_track_is_kept_when_the_seam_is_gone() -> None:
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        caller.addTransceiver("audio", direction="sendonly")
+        await caller.setLocalDescription(await caller.createOffer())
+        chosen: list[MediaStreamTrack] = []
+
+        def on_track(track: MediaStreamTrack) -> None:
+            receiver = callee.getTransceivers()[0].receiver
+            delattr(receiver, JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
+            chosen.append(caller_audio_track(callee, track))
+            chosen.append(track)
+
+        callee.on("track", on_track)
+        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+        await callee.setRemoteDescription(offer)
+        assert chosen[0] is chosen[1]
     finally:
         await asyncio.wait_for(caller.close(), 5)
         await asyncio.wait_for(callee.close(), 5)

@@ -20,7 +20,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from gateway.receive_path import LossTolerantAudioTrack, install_receive_path, remote_codecs
+from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.relay import Impairment, UdpRelay
 from tests.netem.sdp import route_via
 
@@ -68,6 +68,18 @@ class FrameLog:
     arrivals_s: list[float] = field(default_factory=list)
     pts: list[int] = field(default_factory=list)
     samples: int = 0
+    _grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def quiet(self, quiet_s: float = 0.2, timeout_s: float = 5.0) -> None:
+        """Wait until no frame has come for `quiet_s`: the consumer has caught up even
+        on a loaded machine (a fixed sleep raced with late packets there)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                self._grew.clear()
+                try:
+                    await asyncio.wait_for(self._grew.wait(), quiet_s)
+                except TimeoutError:
+                    return
 
     async def consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -78,6 +90,7 @@ class FrameLog:
             self.arrivals_s.append(time.monotonic())
             self.pts.append(int(frame.pts))
             self.samples += frame.samples
+            self._grew.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +138,10 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
         caller.addTransceiver(tone, direction="sendonly")
         await caller.setLocalDescription(await caller.createOffer())
         offer, relay.caller_addr = route_via(caller.localDescription.sdp, relay.gateway_side)
+        tracks: list[MediaStreamTrack] = []
+        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
         await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        transceiver = callee.getTransceivers()[0]
-        track: MediaStreamTrack = transceiver.receiver.track
-        if ours:
-            track = install_receive_path(transceiver.receiver, remote_codecs(callee, transceiver))
+        transceiver, track = callee.getTransceivers()[0], tracks[0]
         consumer = asyncio.create_task(log.consume(track), name="loss-call/consume")
         await callee.setLocalDescription(await callee.createAnswer())
         answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
@@ -138,6 +150,7 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
             await tone.finished.wait()
         await relay.drained()
         await asyncio.sleep(SETTLE_S)
+        await log.quiet()
         received = rtp_count(await transceiver.receiver.getStats(), "inbound-rtp")
         late = track.stats.buffer.late if isinstance(track, LossTolerantAudioTrack) else 0
         return summarise("ours" if ours else "stock", relay, received, log, late)

@@ -19,9 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from gateway.receive_path import install_receive_path, remote_codecs
+from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.loopback import restricted_ice
 from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
 from tests.netem.netns import VethLink
@@ -90,11 +90,11 @@ async def _serve() -> None:
     log = FrameLog()
     try:
         offer, relay.caller_addr = route_via(request["offer"], relay.gateway_side)
+        ours = bool(request["ours"])
+        tracks: list[MediaStreamTrack] = []
+        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
         await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        transceiver = callee.getTransceivers()[0]
-        track = transceiver.receiver.track
-        if request["ours"]:
-            track = install_receive_path(transceiver.receiver, remote_codecs(callee, transceiver))
+        transceiver, track = callee.getTransceivers()[0], tracks[0]
         consumer = asyncio.create_task(log.consume(track), name="ns-call/consume")
         await callee.setLocalDescription(await callee.createAnswer())
         answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
@@ -102,9 +102,10 @@ async def _serve() -> None:
         sent = json.loads(await reader.readline())["packets_sent"]
         await relay.drained()
         await asyncio.sleep(SETTLE_S)
+        await log.quiet()
         received = rtp_count(await transceiver.receiver.getStats(), "inbound-rtp")
-        late = track.stats.buffer.late if request["ours"] else 0
-        path = "ours" if request["ours"] else "stock"
+        late = track.stats.buffer.late if isinstance(track, LossTolerantAudioTrack) else 0
+        path = "ours" if ours else "stock"
         run = summarise(path, relay, received, log, late, packets_sent=sent)
         print(json.dumps({"result": asdict(run)}), flush=True)
     finally:
