@@ -1,0 +1,1 @@
+"""ADK agents that ship with the gateway (ADK plugins: may import google.adk)."""

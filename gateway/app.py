@@ -1,0 +1,79 @@
+"""Composition root: wires settings, ICE, calls, signaling and the agent into an app.
+
+`create_app` takes any `AgentConnector`, so tests wire fakes through the same
+function the command line uses with the real ADK connector (`build_adk_connector`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import ice, signaling
+from gateway.agent_api import AgentConnector
+from gateway.calls import CallManager
+from gateway.config import Settings
+
+logger = logging.getLogger(__name__)
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+SETTINGS_KEY = web.AppKey("settings", Settings)
+CONNECTOR_KEY = web.AppKey("connector", AgentConnector)
+
+
+def create_app(settings: Settings, connector: AgentConnector) -> web.Application:
+    """The gateway's aiohttp app, serving `connector`'s agent."""
+    ice.restrict_host_addresses(settings.ice_addresses)
+    app = web.Application(middlewares=[signaling.error_middleware])
+    app[SETTINGS_KEY] = settings
+    app[CONNECTOR_KEY] = connector
+    app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
+    manager = CallManager(
+        connector,
+        ice.rtc_configuration(settings.ice_servers),
+        max_calls=settings.max_calls,
+        setup_timeout_s=settings.call_setup_timeout_s,
+        allow_loopback_candidates=any(
+            ipaddress.ip_address(a).is_loopback for a in settings.ice_addresses
+        ),
+    )
+    app[signaling.CALLS_KEY] = manager
+
+    async def hang_up_all(_: web.Application) -> None:
+        await manager.close()
+
+    app.on_shutdown.append(hang_up_all)
+    signaling.add_routes(app)
+    _add_client_routes(app)
+    return app
+
+
+def _add_client_routes(app: web.Application) -> None:
+    """The browser client, when the checkout has one: `/` and its files."""
+    index = CLIENT_DIR / "index.html"
+    if not index.is_file():
+        return
+
+    async def serve_index(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
+
+    app.router.add_get("/", serve_index)
+    app.router.add_static("/client/", CLIENT_DIR)
+
+
+def build_adk_connector(settings: Settings) -> AgentConnector:
+    """The real agent: the configured ADK agent behind ADK's runner."""
+    from google.adk.sessions import InMemorySessionService
+
+    from gateway.agent_bridge import AdkAgentConnector, load_agent
+
+    agent = load_agent(settings.agent)
+    connector = AdkAgentConnector(
+        agent,
+        InMemorySessionService(),
+        app_name=settings.app_name,
+    )
+    return connector

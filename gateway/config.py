@@ -1,0 +1,88 @@
+"""Gateway settings: defaults, environment (`GATEWAY_*`, `.env`) and command line.
+
+One pydantic model, a description on every field. Precedence: command line, then
+environment, then defaults. Imports nothing from the media stack or ADK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class ConfigError(Exception):
+    """Settings that cannot work; the message says which and why."""
+
+
+class Settings(BaseModel):
+    """Everything an operator can set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    agent: str = Field(
+        "gateway.agents.default:root_agent",
+        description="The ADK agent to serve, as `module:attribute`.",
+    )
+    app_name: str = Field("adk-webrtc-gateway", description="ADK app name for sessions.")
+    max_calls: int = Field(
+        100, ge=1, description="Live calls accepted at once; beyond it offers get 503."
+    )
+    max_offer_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest SDP offer or JSON body accepted (413 above)."
+    )
+    ice_servers: tuple[str, ...] = Field(
+        (),
+        description="STUN/TURN URLs (`stun:host:port`, `turn:user:pass@host:port`); "
+        "none by default, so a gateway with no network never reaches for one.",
+    )
+    ice_addresses: tuple[str, ...] = Field(
+        (),
+        description="Local addresses ICE may gather host candidates on "
+        "(e.g. `127.0.0.1` for loopback-only); empty means every interface.",
+    )
+    call_setup_timeout_s: float = Field(
+        30.0, gt=0, description="A call whose media never connects is ended after this."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("ice_servers", "ice_addresses", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from `environ` (default: the process's) and explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,1 @@
+"""ADK live models that ship with the gateway (ADK plugins: may import google.adk)."""

@@ -1,0 +1,49 @@
+"""PCM conversion with PyAV: frames or s16 bytes in, tight mono s16 bytes out.
+
+Knows PyAV and numpy only. PyAV pads plane buffers (a 320-sample mono frame has a
+768-byte plane), so output is always sliced to `samples * 2` bytes.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+
+from gateway.audio_format import SAMPLE_BYTES
+
+
+def mono_s16_bytes(frame: av.AudioFrame) -> bytes:
+    """The PCM of a mono s16 frame, without PyAV's plane padding."""
+    return bytes(frame.planes[0])[: frame.samples * SAMPLE_BYTES]
+
+
+def pcm_to_frame(pcm: bytes, rate_hz: int, pts: int | None = None) -> av.AudioFrame:
+    """A mono s16 frame holding exactly `pcm` (whole samples) at `rate_hz`."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_BYTES)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate_hz
+    if pts is not None:
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, rate_hz)
+    return frame
+
+
+class MonoResampler:
+    """Streaming resampler to mono s16 at `out_rate_hz`; keeps filter state across calls."""
+
+    def __init__(self, out_rate_hz: int) -> None:
+        self.out_rate_hz = out_rate_hz
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=out_rate_hz)
+
+    def frame(self, frame: av.AudioFrame) -> bytes:
+        """Resample one decoded frame (any layout and rate)."""
+        frame.pts = None  # the resampler needs no timing, and a jump in pts would upset it
+        return b"".join(mono_s16_bytes(out) for out in self._resampler.resample(frame))
+
+    def pcm(self, pcm: bytes, in_rate_hz: int) -> bytes:
+        """Resample mono s16 `pcm` recorded at `in_rate_hz`."""
+        if not pcm:
+            return b""
+        return self.frame(pcm_to_frame(pcm, in_rate_hz))

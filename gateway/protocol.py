@@ -1,0 +1,102 @@
+"""The data-channel protocol (docs/protocol.md): message names, parsing, building.
+
+Client messages are validated here, once, at the edge. Imports pydantic and the
+project's agent events and errors, nothing from the media stack or ADK.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.agent_api import (
+    AgentError,
+    AgentEvent,
+    AgentInterrupted,
+    AgentText,
+    Transcript,
+    TurnComplete,
+)
+from gateway.errors import InvalidMessage
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 4000
+
+# Message types, defined once (mirrored in client/protocol.js).
+MSG_TEXT = "text"
+MSG_SESSION = "session"
+MSG_TRANSCRIPT = "transcript"
+MSG_TURN_COMPLETE = "turn_complete"
+MSG_INTERRUPTED = "interrupted"
+MSG_ERROR = "error"
+
+
+class TextMessage(BaseModel):
+    """A typed turn from the caller."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    type: Literal["text"]
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+ClientMessage = TextMessage
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """Parse one data-channel message; raises `InvalidMessage` saying what is wrong."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidMessage("message is not JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("message is not a JSON object")
+    kind = data.get("type")
+    if kind != MSG_TEXT:
+        raise InvalidMessage(f"unknown message type {str(kind)[:40]!r}")
+    try:
+        return TextMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise InvalidMessage(f"{where}: {first['msg']}") from None
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def session_message(call_id: str, session_id: str, mode: str) -> str:
+    return _dump(
+        {
+            "type": MSG_SESSION,
+            "version": PROTOCOL_VERSION,
+            "call_id": call_id,
+            "session_id": session_id,
+            "mode": mode,
+        }
+    )
+
+
+def error_message(code: str, message: str, *, fatal: bool = False) -> str:
+    return _dump({"type": MSG_ERROR, "code": code, "message": message, "fatal": fatal})
+
+
+def event_message(event: AgentEvent) -> str | None:
+    """The wire form of an agent event, or None for events that are not sent (audio)."""
+    match event:
+        case Transcript(role=role, text=text, final=final):
+            return _dump({"type": MSG_TRANSCRIPT, "role": role, "text": text, "final": final})
+        case AgentText(text=text, final=final):
+            return _dump({"type": MSG_TEXT, "text": text, "final": final})
+        case TurnComplete():
+            return _dump({"type": MSG_TURN_COMPLETE})
+        case AgentInterrupted():
+            return _dump({"type": MSG_INTERRUPTED})
+        case AgentError(code=code, message=message, fatal=fatal):
+            return error_message(code, message, fatal=fatal)
+    return None

@@ -1,0 +1,165 @@
+"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/healthz`.
+
+Speaks HTTP and strings: SDP in, SDP out. Client mistakes become 4xx here, in one
+place (`error_middleware`); nothing below this module knows about HTTP. Never imports
+aiortc or ADK.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.agent_api import Modality
+from gateway.calls import CallManager
+from gateway.errors import (
+    AgentUnavailable,
+    AtCapacity,
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+logger = logging.getLogger(__name__)
+
+CALLS_KEY = web.AppKey("calls", CallManager)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+
+SDP_TYPE = "application/sdp"
+SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+DEFAULT_USER_ID = "anonymous"
+
+
+class OfferRequest(BaseModel):
+    """`POST /offer` body."""
+
+    model_config = ConfigDict(extra="ignore")
+    sdp: str = Field(min_length=1)
+    type: Literal["offer"]
+    session_id: str | None = Field(None, pattern=ID_PATTERN.pattern)
+    user_id: str | None = Field(None, pattern=ID_PATTERN.pattern)
+    mode: Literal["audio", "text"] = "audio"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gateway errors become JSON error responses with their status (and Retry-After)."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        headers = {}
+        if isinstance(exc, AtCapacity | AgentUnavailable):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if exc.http_status >= 500 and not isinstance(exc, AtCapacity | AgentUnavailable):
+            logger.error("request failed: %s", exc.code)
+        return web.json_response(
+            {"error": {"code": exc.code, "message": exc.message}},
+            status=exc.http_status,
+            headers=headers,
+        )
+
+
+async def read_body(request: web.Request, *, content_type: str) -> str:
+    """The request body as text: 415 for another type, 413 past the limit (before parsing)."""
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"expected Content-Type {content_type}")
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not UTF-8 text") from None
+
+
+def _query_id(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and not ID_PATTERN.match(value):
+        raise BadRequest(f"{name} must match {ID_PATTERN.pattern}")
+    return value
+
+
+def _query_mode(request: web.Request) -> Modality:
+    try:
+        return Modality(request.query.get("mode", "audio"))
+    except ValueError:
+        raise BadRequest("mode must be audio or text") from None
+
+
+async def post_calls(request: web.Request) -> web.Response:
+    """WHIP-shaped: SDP offer in, 201 with the SDP answer and the call's Location."""
+    sdp = await read_body(request, content_type=SDP_TYPE)
+    answer = await request.app[CALLS_KEY].accept_offer(
+        sdp,
+        user_id=_query_id(request, "user_id") or DEFAULT_USER_ID,
+        session_id=_query_id(request, "session_id"),
+        modality=_query_mode(request),
+    )
+    location = f"/calls/{answer.call_id}"
+    return web.Response(
+        status=201,
+        text=answer.sdp,
+        content_type=SDP_TYPE,
+        headers={"Location": location, "X-Session-Id": answer.session_id},
+    )
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    """JSON convenience: `{"sdp", "type": "offer"}` in, `{"sdp", "type": "answer", ...}` out."""
+    raw = await read_body(request, content_type="application/json")
+    try:
+        offer = OfferRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}") from None
+    answer = await request.app[CALLS_KEY].accept_offer(
+        offer.sdp,
+        user_id=offer.user_id or DEFAULT_USER_ID,
+        session_id=offer.session_id,
+        modality=Modality(offer.mode),
+    )
+    return web.json_response(
+        {
+            "sdp": answer.sdp,
+            "type": "answer",
+            "call_id": answer.call_id,
+            "session_id": answer.session_id,
+        }
+    )
+
+
+async def patch_call(request: web.Request) -> web.Response:
+    """Trickle ICE: add the caller's candidates (RFC 8840 sdpfrag)."""
+    sdpfrag = await read_body(request, content_type=SDPFRAG_TYPE)
+    await request.app[CALLS_KEY].add_candidates(request.match_info["call_id"], sdpfrag)
+    return web.Response(status=204)
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    await request.app[CALLS_KEY].hang_up(request.match_info["call_id"])
+    return web.Response(status=204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "calls": request.app[CALLS_KEY].live_calls})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/calls", post_calls)
+    app.router.add_patch("/calls/{call_id}", patch_call)
+    app.router.add_delete("/calls/{call_id}", delete_call)
+    app.router.add_post("/offer", post_offer)
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,299 @@
+"""A real aiortc caller calls the in-process gateway over loopback (fake agent).
+
+Pins down:
+- POST /calls answers 201 with SDP and an unguessable Location; media connects;
+- the caller's audio reaches the agent as 16 kHz PCM in 20 ms chunks;
+- agent audio reaches the caller, non-silent, at 50 frames/s, silence otherwise;
+- data channel: `session` first, text round trip, bad messages get `error`;
+- `interrupted` flushes the agent's queued audio;
+- DELETE ends the call and releases everything; a fatal agent error ends it too;
+- a caller with no data channel still gets a working voice call; text mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.agent_api import AgentAudio, AgentError, AgentInterrupted, Modality, Transcript
+from gateway.audio_format import AGENT_INPUT_RATE_HZ
+from tests.fakes import FakeAgentConnector, agent_tone
+from tests.peers import CallerPeer, rms, tone_pcm
+
+SILENCE_RMS = 50.0
+
+
+async def call(client: TestClient[Any, Any], caller: CallerPeer, query: str = "") -> str:
+    response = await client.post(
+        f"/calls{query}", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status == 201, await response.text()
+    assert response.content_type == "application/sdp"
+    await caller.accept(await response.text())
+    location = response.headers["Location"]
+    assert location.startswith("/calls/")
+    return location
+
+
+async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        assert len(location.removeprefix("/calls/")) >= 22  # >= 128 random bits, base64url
+        await caller.wait_connected()
+        session = await caller.wait_message(type="session")
+        assert session["version"] == 1
+        assert session["call_id"] == location.removeprefix("/calls/")
+        assert session["session_id"] == connector.last.session_id
+        assert session["mode"] == "audio"
+
+        # Caller speaks 1 s of tone: the agent gets ~1 s of loud 16 kHz PCM in 20 ms chunks.
+        caller.mic.play(tone_pcm(1.0))
+        agent = connector.last
+        async with asyncio.timeout(5):
+            while len(agent.audio) < 2 * AGENT_INPUT_RATE_HZ * 1.0:
+                await asyncio.sleep(0.05)
+        assert len(agent.audio) / agent.audio_chunks == 640  # 20 ms of 16 kHz s16
+        loud = [agent.audio[i : i + 640] for i in range(0, len(agent.audio), 640)]
+        assert sum(rms(bytes(c)) > 1000 for c in loud) >= 40  # >= 0.8 s of the tone
+
+        # Agent speaks 1 s: the caller hears ~1 s of non-silent audio, paced at 50 fps.
+        start = len(caller.frames)
+        agent.emit(AgentAudio(agent_tone(1.0)))
+        await asyncio.sleep(1.6)
+        heard = caller.frames[start:]
+        voiced = [f for f in heard if f.rms > 1000]
+        assert 40 <= len(voiced) <= 60
+        span = heard[-1].at - heard[0].at
+        assert 45 <= (len(heard) - 1) / span <= 55  # frames per second on the wire
+        assert heard[-1].rms < SILENCE_RMS  # silence after the reply, RTP keeps flowing
+
+        response = await client.delete(location)
+        assert response.status == 204
+        assert agent.closed
+        assert (await client.get("/healthz")).status == 200
+        assert (await (await client.get("/healthz")).json())["calls"] == 0
+        assert (await client.delete(location)).status == 404
+    finally:
+        await caller.close()
+
+
+async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector(echo_text=True)
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_channel_open()
+        await caller.wait_message(type="session")
+        for bad in [
+            "not json",
+            "[1]",
+            '{"type": "nope"}',
+            '{"type": "text"}',
+            '{"type": "text", "text": ""}',
+            '{"type": "text", "text": 5}',
+        ]:
+            caller.send(bad)
+        caller.send({"type": "text", "text": "hello agent"})
+        reply = await caller.wait_message(type="transcript", role="agent")
+        assert reply == {
+            "type": "transcript",
+            "role": "agent",
+            "text": "You said: hello agent",
+            "final": True,
+        }
+        await caller.wait_message(type="turn_complete")
+        errors = [m for m in caller.messages if m["type"] == "error"]
+        assert len(errors) == 6
+        assert {e["code"] for e in errors} == {"invalid_message"}
+        assert not any(e["fatal"] for e in errors)
+        assert connector.last.texts == ["hello agent"]
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        await caller.wait_message(type="session")
+        agent = connector.last
+        agent.emit(AgentAudio(agent_tone(5.0)))  # a long reply, queued at once
+        await asyncio.sleep(0.8)
+        assert sum(f.rms > 1000 for f in caller.frames[-10:]) >= 8
+        agent.emit(AgentInterrupted())
+        message = await caller.wait_message(type="interrupted")
+        assert message == {"type": "interrupted"}
+        interrupted_at = caller.frames[-1].at
+        await asyncio.sleep(0.6)
+        after = [f for f in caller.frames if f.at > interrupted_at + 0.25]
+        assert len(after) >= 10
+        assert all(f.rms < SILENCE_RMS for f in after)  # the rest of the 5 s reply is gone
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_fatal_agent_error_ends_the_call(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_message(type="session")
+        connector.last.emit(AgentError("agent_error", "the agent failed"))
+        error = await caller.wait_message(type="error")
+        assert error == {
+            "type": "error",
+            "code": "agent_error",
+            "message": "the agent failed",
+            "fatal": True,
+        }
+        async with asyncio.timeout(10):
+            while caller.pc.connectionState not in ("closed", "failed"):
+                await asyncio.sleep(0.05)
+            while (await (await client.get("/healthz")).json())["calls"]:
+                await asyncio.sleep(0.05)
+        assert connector.last.closed
+        assert (await client.delete(location)).status == 404
+    finally:
+        await caller.close()
+
+
+async def test_agent_ending_its_session_ends_the_call(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        connector.last.end()
+        async with asyncio.timeout(10):
+            while (await (await client.get("/healthz")).json())["calls"]:
+                await asyncio.sleep(0.05)
+        assert (await client.delete(location)).status == 404
+    finally:
+        await caller.close()
+
+
+async def test_caller_without_data_channel_still_talks(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer(with_channel=False)
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        caller.mic.play(tone_pcm(0.5))
+        connector.last.emit(Transcript("user", "hi", True))  # nowhere to go: not an error
+        connector.last.emit(AgentAudio(agent_tone(0.5)))
+        await asyncio.sleep(1.0)
+        assert sum(f.rms > 1000 for f in caller.frames) >= 20
+        assert len(connector.last.audio) >= 2 * AGENT_INPUT_RATE_HZ * 0.4
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_text_mode_and_session_continuation(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector(known_sessions={"conv-1"})
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller, "?mode=text&session_id=conv-1")
+        session = await caller.wait_message(type="session")
+        assert session["session_id"] == "conv-1"
+        assert session["mode"] == "text"
+        assert connector.last.modality is Modality.TEXT
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        response = await client.post(
+            "/offer", json={"sdp": await caller.offer(), "type": "offer", "mode": "text"}
+        )
+        assert response.status == 200
+        body = await response.json()
+        assert body["type"] == "answer"
+        assert body["session_id"] == connector.last.session_id
+        await caller.accept(body["sdp"])
+        await caller.wait_connected()
+        assert (await client.delete(f"/calls/{body['call_id']}")).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> None:
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        frag = "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        response = await client.patch(
+            location, data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
+        )
+        assert response.status == 204
+        bad = await client.patch(
+            location,
+            data="a=candidate:x",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+        )
+        assert bad.status == 400
+        wrong_type = await client.patch(location, data=frag, headers={"Content-Type": "text/plain"})
+        assert wrong_type.status == 415
+        unknown = await client.patch(
+            "/calls/nope", data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
+        )
+        assert unknown.status == 404
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> None:
+    """Hanging up before ICE completes leaves no task behind on either side."""
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector)
+    for _ in range(3):
+        caller = CallerPeer()
+        try:
+            location = await call(client, caller)
+            assert (await client.delete(location)).status == 204
+        finally:
+            await caller.close()
+
+
+async def test_call_whose_media_never_connects_is_ended(start_gateway: Callable[..., Any]) -> None:
+    """An offer whose caller never completes ICE is released after the setup timeout."""
+    connector = FakeAgentConnector()
+    client = await start_gateway(connector, call_setup_timeout_s=1.0)
+    caller = CallerPeer()
+    try:
+        response = await client.post(
+            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+        )
+        assert response.status == 201  # ... and the caller never applies the answer
+        async with asyncio.timeout(5):
+            while (await (await client.get("/healthz")).json())["calls"]:
+                await asyncio.sleep(0.1)
+        assert connector.last.closed
+        assert (await client.delete(response.headers["Location"])).status == 404
+    finally:
+        await caller.close()

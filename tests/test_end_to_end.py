@@ -1,0 +1,140 @@
+"""Whole gateway, real parts: HTTP, a real aiortc caller, ADK's runner, a live model.
+
+Pins down:
+- the caller's speech is heard by the live model (user transcript on the data
+  channel), answered with audio the caller hears, then `turn_complete`;
+- barge-in through the whole stack: speech during an answer gives `interrupted`
+  and the caller's audio falls silent;
+- `python -m gateway` starts a server that a headless aiortc peer can call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from google.adk.agents import Agent
+from google.adk.sessions import InMemorySessionService
+
+import gateway.models.scripted  # noqa: F401
+from gateway.agent_bridge import AdkAgentConnector
+from tests.peers import CallerPeer, tone_pcm
+from tests.test_call import call
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def adk_connector() -> AsyncIterator[AdkAgentConnector]:
+    agent = Agent(name="e2e_agent", model="scripted-live", instruction="Be brief.")
+    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="e2e")  # type: ignore[no-untyped-call]
+    yield connector
+    await connector.close()
+
+
+async def test_speech_in_agent_audio_out(
+    adk_connector: AdkAgentConnector, start_gateway: Callable[..., Any]
+) -> None:
+    client = await start_gateway(adk_connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        await caller.wait_message(type="session")
+        caller.mic.play(tone_pcm(0.8))
+        user = await caller.wait_message(type="transcript", role="user", final=True)
+        assert "speech" in user["text"]
+        heard_from = len(caller.frames)
+        await caller.wait_message(type="turn_complete")
+        await asyncio.sleep(1.0)
+        reply = caller.frames[heard_from:]
+        assert sum(f.rms > 1000 for f in reply) >= 50  # most of the 1.5 s answer
+        agent = await caller.wait_message(type="transcript", role="agent")
+        assert agent["text"].startswith("I heard")
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+async def test_barge_in_through_the_stack(
+    adk_connector: AdkAgentConnector, start_gateway: Callable[..., Any]
+) -> None:
+    client = await start_gateway(adk_connector)
+    caller = CallerPeer()
+    try:
+        location = await call(client, caller)
+        await caller.wait_connected()
+        await caller.wait_channel_open()
+        caller.send({"type": "text", "text": "tell me something long"})
+        async with asyncio.timeout(10):
+            while sum(f.rms > 1000 for f in caller.frames[-10:]) < 8:
+                await asyncio.sleep(0.05)
+        caller.mic.play(tone_pcm(0.3))
+        await caller.wait_message(type="interrupted")
+        cut_at = caller.frames[-1].at
+        # The model answers the barge-in itself ~0.5 s later: until then, silence.
+        await caller.wait_message(type="transcript", role="user", final=True)
+        window = [f for f in caller.frames if cut_at + 0.15 < f.at < cut_at + 0.4]
+        assert len(window) >= 10
+        assert all(f.rms < 50 for f in window)  # the 6 s answer stopped
+        await caller.wait_message(type="turn_complete")
+        assert (await client.delete(location)).status == 204
+    finally:
+        await caller.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_python_m_gateway_serves_calls() -> None:
+    port = _free_port()
+    env = {**os.environ, "GATEWAY_ICE_ADDRESSES": "127.0.0.1", "GATEWAY_PORT": str(port)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--agent", "gateway.agents.default:root_agent"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    caller = CallerPeer()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        async with http.get("/healthz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.2)
+            async with http.post(
+                "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+            ) as response:
+                assert response.status == 201
+                answer, location = await response.text(), response.headers["Location"]
+            await caller.accept(answer)
+            await caller.wait_connected()
+            await caller.wait_channel_open()
+            caller.send({"type": "text", "text": "hello"})
+            await caller.wait_message(type="turn_complete", timeout=20)
+            assert sum(f.rms > 1000 for f in caller.frames) >= 20
+            async with http.delete(location) as response:
+                assert response.status == 204
+    finally:
+        await caller.close()
+        server.terminate()
+        output = server.communicate(timeout=20)[0].decode()
+    assert server.returncode in (0, -15), output
+    assert "accepted" in output
+    assert "ended" in output

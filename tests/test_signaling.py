@@ -1,0 +1,170 @@
+"""Signaling edge: every client mistake gets the right 4xx and leaves nothing behind.
+
+Pins down (each case also passes the autouse leak check: no peer connection, task
+or socket remains after the failed request):
+- 415 wrong content type, 413 oversized (with and without Content-Length), before parsing;
+- 400 for SDP aiortc cannot use, one case per parser failure class in FIELD-NOTES
+  (AttributeError, AssertionError, KeyError, IndexError, TypeError, StopIteration),
+  and for invalid payload types even under `python -O`;
+- 400 for an offer without audio, 404 unknown call or session, 503 + Retry-After at capacity;
+- the JSON `/offer` endpoint validates its body the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.fakes import FakeAgentConnector
+from tests.peers import CallerPeer
+
+SDP = {"Content-Type": "application/sdp"}
+
+
+@pytest.fixture
+async def valid_offer() -> str:
+    caller = CallerPeer()
+    try:
+        return await caller.offer()
+    finally:
+        await caller.close()
+
+
+def mutate(offer: str, pattern: str, replacement: str) -> str:
+    mutated, count = re.subn(pattern, replacement, offer, count=1, flags=re.MULTILINE)
+    assert count == 1, f"pattern {pattern!r} not in offer"
+    return mutated
+
+
+HOSTILE_OFFERS: dict[str, Callable[[str], str]] = {
+    "garbage": lambda _: "this is not sdp at all",
+    "empty": lambda _: "",
+    "fingerprint_without_value": lambda o: mutate(o, r"^a=fingerprint:.*$", "a=fingerprint"),
+    "rtpmap_without_value": lambda o: mutate(o, r"^a=rtpmap:.*$", "a=rtpmap"),
+    "candidate_without_value": lambda o: mutate(o, r"^a=candidate:.*$", "a=candidate"),
+    "bad_m_line": lambda o: mutate(o, r"^m=audio .*$", "m=audio"),
+    "payload_type_over_255": lambda o: mutate(o, r"^(m=audio \S+ \S+) (\d+)", r"\1 300"),
+    "payload_type_in_rtcp_range": lambda o: mutate(o, r"^(m=audio \S+ \S+) (\d+)", r"\1 72"),
+    "unknown_address_type": lambda o: mutate(o, r"^c=IN IP4 ", "c=IN IP9 "),
+    "unknown_setup_role": lambda o: mutate(o, r"^a=setup:\w+", "a=setup:bogus"),
+    "rtpmap_without_clock_rate": lambda o: mutate(
+        o, r"^a=rtpmap:(\d+) opus/48000/2", r"a=rtpmap:\1 opus"
+    ),
+    "sctp_port_without_value": lambda o: mutate(o, r"^a=sctp-port:\d+", "a=sctp-port"),
+    "no_supported_codec": lambda o: re.sub(r"opus/48000/2", "nocodec/48000/2", o),
+    "no_audio_m_line": lambda o: (
+        o.split("m=audio")[0] + "m=application" + o.split("m=application")[1]
+    ),
+    "no_ice_credentials": lambda o: re.sub(r"^a=ice-(ufrag|pwd):.*\r\n", "", o, flags=re.MULTILINE),
+    "no_fingerprint": lambda o: re.sub(r"^a=fingerprint:.*\r\n", "", o, flags=re.MULTILINE),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_OFFERS))
+async def test_hostile_offer_is_a_clean_400(
+    case: str, valid_offer: str, start_gateway: Callable[..., Any]
+) -> None:
+    connector = FakeAgentConnector()
+    client: TestClient[Any, Any] = await start_gateway(connector)
+    body = HOSTILE_OFFERS[case](valid_offer)
+    response = await client.post("/calls", data=body.encode(), headers=SDP)
+    assert response.status == 400, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] in {"invalid_sdp", "no_audio"}
+    assert "v=0" not in error["message"]  # no SDP echoed back
+    json_response = await client.post("/offer", json={"sdp": body or "x", "type": "offer"})
+    assert json_response.status == 400
+    assert not [s for s in connector.sessions if not s.closed]  # no agent session left open
+    assert (await (await client.get("/healthz")).json())["calls"] == 0
+
+
+async def test_wrong_content_type_and_size(
+    valid_offer: str, start_gateway: Callable[..., Any]
+) -> None:
+    client: TestClient[Any, Any] = await start_gateway(FakeAgentConnector(), max_offer_bytes=4096)
+    wrong = await client.post("/calls", data=valid_offer, headers={"Content-Type": "text/plain"})
+    assert wrong.status == 415
+    assert (await wrong.json())["error"]["code"] == "unsupported_media_type"
+    big = valid_offer + "a=x-padding:" + "x" * 5000 + "\r\n"
+    assert (await client.post("/calls", data=big, headers=SDP)).status == 413
+
+    async def chunked() -> Any:  # no Content-Length: the limit still holds while reading
+        for _ in range(10):
+            yield b"a" * 1000
+
+    assert (await client.post("/calls", data=chunked(), headers=SDP)).status == 413
+    assert (await client.post("/calls", data=b"\xff\xfe\x00", headers=SDP)).status == 400
+    assert (await client.post("/offer", data="{}", headers=SDP)).status == 415
+
+
+async def test_json_offer_validation(valid_offer: str, start_gateway: Callable[..., Any]) -> None:
+    client: TestClient[Any, Any] = await start_gateway(FakeAgentConnector())
+    cases = [
+        ("not json", 400),
+        ("[]", 400),
+        ('{"type": "offer"}', 400),
+        ('{"sdp": "x", "type": "answer"}', 400),
+        ('{"sdp": "x", "type": "offer", "mode": "video"}', 400),
+        ('{"sdp": "x", "type": "offer", "session_id": "bad id!"}', 400),
+    ]
+    for body, status in cases:
+        response = await client.post(
+            "/offer", data=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status == status, body
+        assert "error" in await response.json()
+    unknown = await client.post(
+        "/offer", json={"sdp": valid_offer, "type": "offer", "session_id": "nope"}
+    )
+    assert unknown.status == 404
+    assert (await unknown.json())["error"]["code"] == "unknown_session"
+
+
+async def test_query_validation_and_unknown_ids(
+    valid_offer: str, start_gateway: Callable[..., Any]
+) -> None:
+    client: TestClient[Any, Any] = await start_gateway(FakeAgentConnector())
+    assert (await client.post("/calls?mode=video", data=valid_offer, headers=SDP)).status == 400
+    assert (
+        await client.post("/calls?session_id=a%20b", data=valid_offer, headers=SDP)
+    ).status == 400
+    unknown = await client.post("/calls?session_id=missing", data=valid_offer, headers=SDP)
+    assert unknown.status == 404
+    assert (await client.delete("/calls/does-not-exist")).status == 404
+    assert (await client.get("/calls")).status == 405
+
+
+async def test_at_capacity_is_503_with_retry_after(start_gateway: Callable[..., Any]) -> None:
+    client: TestClient[Any, Any] = await start_gateway(FakeAgentConnector(), max_calls=1)
+    first, second = CallerPeer(), CallerPeer()
+    try:
+        response = await client.post("/calls", data=await first.offer(), headers=SDP)
+        assert response.status == 201
+        refused = await client.post("/calls", data=await second.offer(), headers=SDP)
+        assert refused.status == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        assert (await refused.json())["error"]["code"] == "at_capacity"
+        assert (await client.delete(response.headers["Location"])).status == 204
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_payload_types_are_checked_without_asserts(valid_offer: str) -> None:
+    """aiortc's payload-type checks are asserts, gone under `python -O`; ours are not."""
+    offer = HOSTILE_OFFERS["payload_type_in_rtcp_range"](valid_offer)
+    code = (
+        "import sys\nfrom gateway.peer import validate_offer\n"
+        "from gateway.errors import InvalidSdp\n"
+        "try:\n    validate_offer(sys.stdin.read())\nexcept InvalidSdp:\n    sys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-O", "-c", code], input=offer, text=True, capture_output=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
