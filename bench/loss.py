@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.netem.loopback import loopback_ice
+from gateway import ice
 from tests.netem.loss_call import FRAME_MS, LossRun, run_loss_call
 from tests.netem.relay import Impairment
 
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-docs", type=Path, help="replace our section in this file")
     parser.add_argument("--notes", type=Path, help="markdown appended to the section")
     args = parser.parse_args(argv)
-    with loopback_ice():
-        rows = asyncio.run(measure(args.seconds, args.seeds))
+    ice.restrict_host_addresses(["127.0.0.1"])  # test traffic stays on loopback
+    rows = asyncio.run(measure(args.seconds, args.seeds))
     table = markdown(rows, args.seconds, args.seeds)
     print(table)
     if args.json:

@@ -11,21 +11,12 @@ Pins down, for two real aiortc peers talking through the seeded loopback relay w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.netem.loopback import loopback_ice
 from tests.netem.loss_call import FRAME_MS, LossRun, run_loss_call
 from tests.netem.relay import Impairment
 
 JITTER = {"delay_s": 0.04, "jitter_s": 0.02}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_ice() -> Iterator[None]:
-    with loopback_ice():
-        yield
 
 
 def assert_loss_tolerant(run: LossRun) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import inspect
-from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -39,14 +38,7 @@ from gateway.receive_path import (
     install_receive_path,
 )
 from gateway.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
-from tests.netem.loopback import loopback_ice
 from tests.netem.loss_call import FRAME_SAMPLES, ToneTrack
-
-
-@pytest.fixture(autouse=True)
-def _loopback_ice() -> Iterator[None]:
-    with loopback_ice():
-        yield
 
 
 def pkt(seq: int, at: float, ts: int | None = None) -> BufferedPacket:
