@@ -31,17 +31,22 @@ SETTLE_S = 0.3  # after the link drains: hold time (60 ms) plus decoding, with m
 
 
 class ToneTrack(MediaStreamTrack):
-    """`frames` paced 20 ms frames of a 300 Hz tone at 48 kHz mono, then the end."""
+    """`frames` paced 20 ms frames of a 300 Hz tone at 48 kHz mono, then the end.
+
+    Frame i is a tone of `freqs_hz[i % len(freqs_hz)]`, so a listener that sees only
+    PCM can still tell which frames arrived (`frame_steps`)."""
 
     kind = "audio"
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, freqs_hz: tuple[float, ...] = (300.0,)) -> None:
         super().__init__()
         self._frames = frames
         self._sent = 0
         self._start: float | None = None
         t = np.arange(FRAME_SAMPLES) / RATE_HZ
-        self._pcm = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").reshape(1, -1)
+        self._pcm = [
+            (6000 * np.sin(2 * np.pi * f * t)).astype("<i2").reshape(1, -1) for f in freqs_hz
+        ]
         self.finished = asyncio.Event()
 
     async def recv(self) -> av.AudioFrame:
@@ -53,7 +58,8 @@ class ToneTrack(MediaStreamTrack):
         wait = self._start + self._sent * FRAME_MS / 1000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        frame = av.AudioFrame.from_ndarray(self._pcm, format="s16", layout="mono")
+        pcm = self._pcm[self._sent % len(self._pcm)]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = RATE_HZ
         frame.pts = self._sent * FRAME_SAMPLES
         frame.time_base = fractions.Fraction(1, RATE_HZ)
@@ -221,3 +227,28 @@ def _path_delays_ms(relay: UdpRelay, log: FrameLog) -> list[float]:
         else:
             return delays
     return []
+
+
+def frame_steps(pcm: bytes, freqs_hz: tuple[float, ...], rate_hz: int) -> np.ndarray:
+    """For mono s16 PCM made of 20 ms frames of `ToneTrack(freqs_hz=...)`: how many
+    frames on from the previous one each frame is (1 = the next frame, 2 = one missing).
+
+    Each 20 ms chunk's tone is found from the spectrum of its middle 12.5 ms (away
+    from codec and resampler smearing at frame edges); a step is unambiguous while
+    fewer than `len(freqs_hz)` frames in a row are missing. Raises if a chunk's tone
+    is not one of `freqs_hz` (the audio is not the caller's).
+    """
+    frame = round(rate_hz * FRAME_MS / 1000)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    chunks = samples[: len(samples) // frame * frame].reshape(-1, frame)
+    lo, hi = round(frame * 0.1875), round(frame * 0.8125)
+    window = chunks[:, lo:hi] * np.hanning(hi - lo)
+    spectrum = np.abs(np.fft.rfft(window, n=rate_hz // 10, axis=1))  # 10 Hz bins
+    peaks_hz = np.argmax(spectrum, axis=1) * 10.0
+    codes = np.argmin(np.abs(peaks_hz[:, None] - np.array(freqs_hz)[None, :]), axis=1)
+    off = np.abs(peaks_hz - np.array(freqs_hz)[codes])
+    if len(off) and off.max() > 50:
+        raise ValueError(f"a chunk's tone is {off.max():.0f} Hz off every code")
+    steps = np.diff(codes) % len(freqs_hz)
+    steps[steps == 0] = len(freqs_hz)
+    return steps

@@ -1,9 +1,10 @@
-"""The impairment relay itself (tests/netem/relay.py), with plain UDP sockets.
+"""The netem harness itself: the relay (with plain UDP sockets) and frame stepping.
 
-Pins down: it forwards both ways between the two real addresses; with a seed the
-same packets are dropped on every run; delays stay within delay +/- jitter; a
+Pins down: the relay forwards both ways between the two real addresses; with a seed
+the same packets are dropped on every run; delays stay within delay +/- jitter; a
 blackout drops everything in its window; non-RTP datagrams pass untouched; closing
-cancels what is in flight and frees both sockets.
+cancels what is in flight and frees both sockets. `frame_steps` finds exactly which
+frequency-coded frames are missing from PCM, and refuses audio that is not coded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.netem.loss_call import frame_steps
 from tests.netem.relay import Impairment, UdpRelay, is_rtp
 
 
@@ -118,3 +120,15 @@ async def test_non_rtp_passes_and_the_reverse_direction_works() -> None:
 def test_an_impossible_impairment_is_refused() -> None:
     with pytest.raises(ValueError, match="jitter"):
         Impairment(delay_s=0.01, jitter_s=0.02)
+
+
+def test_frame_steps_finds_the_missing_frames_in_coded_pcm() -> None:
+    codes = (400.0, 600.0, 800.0, 1000.0, 1200.0)
+    t = np.arange(320) / 16_000
+    kept = [i for i in range(20) if i not in (5, 9, 10)]
+    pcm = np.concatenate([6000 * np.sin(2 * np.pi * codes[i % 5] * t) for i in kept])
+    steps = frame_steps(pcm.astype("<i2").tobytes(), codes, 16_000)
+    assert steps.tolist() == [1, 1, 1, 1, 2, 1, 1, 3] + [1] * 8
+    noise = np.random.default_rng(1).normal(0, 3000, 3200).astype("<i2").tobytes()
+    with pytest.raises(ValueError, match="off every code"):
+        frame_steps(noise, codes, 16_000)
