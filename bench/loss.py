@@ -13,7 +13,7 @@ and the delay from the relay forwarding a packet to its frame leaving `recv()`.
 
     python -m bench.loss                      # 10 s per call, 3 seeds: ~3 min
     python -m bench.loss --seconds 3 --seeds 1 --json var/loss.json
-    python -m bench.loss --write-docs docs/benchmarks.md   # replaces its section
+    python -m bench.loss --write-docs docs/benchmarks.md   # its section + loss_notes.md
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from tests.netem.relay import Impairment
 LOSS_RATES = (0.0, 0.05, 0.20)
 DELAY_S, JITTER_S = 0.04, 0.02
 SECTION = "## Audio under loss"
+#: The written conclusions, kept under the regenerated table.
+NOTES = Path(__file__).with_name("loss_notes.md")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="calls per loss rate and path")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--write-docs", type=Path, help="replace our section in this file")
-    parser.add_argument("--notes", type=Path, help="markdown appended to the section")
     args = parser.parse_args(argv)
     ice.restrict_host_addresses(["127.0.0.1"])  # test traffic stays on loopback
     rows = asyncio.run(measure(args.seconds, args.seeds))
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     if args.write_docs:
-        notes = args.notes.read_text() if args.notes else ""
-        write_section(args.write_docs, table, notes)
+        write_section(args.write_docs, table, NOTES.read_text() if NOTES.exists() else "")
 
 
 if __name__ == "__main__":
