@@ -1,3 +1,9 @@
-"""Network impairment for tests and benchmarks: a seeded loopback UDP relay
-(`relay.py`), SDP candidate rewriting to route peers through it (`sdp.py`), and
-network namespaces with veth pairs and nftables loss (`netns.py`)."""
+"""Network impairment for tests and benchmarks (the kernel here has no netem).
+
+- `relay.py`: a seeded userspace UDP relay on loopback: loss, delay/jitter, blackouts;
+- `sdp.py`: routes two peers through the relay by rewriting their host candidates;
+- `netns.py`: a namespace + veth pair with nftables random RTP drop, always removed;
+- `loss_call.py`: one measured call through the relay (stock or our receive path);
+- `ns_call.py`: the same across a namespace, the receiver in a child process there;
+- `ice.py`: a temporary swap of aioice's host addresses for the namespace caller.
+"""
