@@ -8,9 +8,11 @@ every data-channel message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,3 +166,31 @@ class CallerPeer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def call_gateway(client: Any, caller: CallerPeer, query: str = "") -> str:
+    """WHIP-style: POST the caller's offer to `/calls`, apply the answer, return Location."""
+    response = await client.post(
+        f"/calls{query}", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status == 201, await response.text()
+    assert response.content_type == "application/sdp"
+    await caller.accept(await response.text())
+    location = response.headers["Location"]
+    assert location.startswith("/calls/")
+    return str(location)
+
+
+@contextlib.asynccontextmanager
+async def live_call(
+    client: Any, *, query: str = "", with_channel: bool = True, connected: bool = True
+) -> AsyncIterator[tuple[CallerPeer, str]]:
+    """A caller in a call with the gateway behind `client`; closed on exit."""
+    caller = CallerPeer(with_channel=with_channel)
+    try:
+        location = await call_gateway(client, caller, query)
+        if connected:
+            await caller.wait_connected()
+        yield caller, location
+    finally:
+        await caller.close()

@@ -16,34 +16,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp.test_utils import TestClient
-
 from gateway.agent_api import AgentAudio, AgentError, AgentInterrupted, Modality, Transcript
 from gateway.audio_format import AGENT_INPUT_RATE_HZ
 from tests.fakes import FakeAgentConnector, agent_tone
-from tests.peers import CallerPeer, rms, tone_pcm
+from tests.peers import CallerPeer, call_gateway, live_call, rms, tone_pcm
 
 SILENCE_RMS = 50.0
-
-
-async def call(client: TestClient[Any, Any], caller: CallerPeer, query: str = "") -> str:
-    response = await client.post(
-        f"/calls{query}", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
-    )
-    assert response.status == 201, await response.text()
-    assert response.content_type == "application/sdp"
-    await caller.accept(await response.text())
-    location = response.headers["Location"]
-    assert location.startswith("/calls/")
-    return location
 
 
 async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         assert len(location.removeprefix("/calls/")) >= 22  # >= 128 random bits, base64url
         await caller.wait_connected()
         session = await caller.wait_message(type="session")
@@ -79,16 +63,12 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         assert (await client.get("/healthz")).status == 200
         assert (await (await client.get("/healthz")).json())["calls"] == 0
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector(echo_text=True)
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         await caller.wait_channel_open()
         await caller.wait_message(type="session")
         for bad in [
@@ -115,22 +95,18 @@ async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any
         assert not any(e["fatal"] for e in errors)
         assert connector.last.texts == ["hello agent"]
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, location):
         await caller.wait_message(type="session")
         agent = connector.last
         agent.emit(AgentAudio(agent_tone(5.0)))  # a long reply, queued at once
-        await asyncio.sleep(0.8)
-        assert sum(f.rms > 1000 for f in caller.frames[-10:]) >= 8
+        async with asyncio.timeout(5):
+            while sum(f.rms > 1000 for f in caller.frames[-10:]) < 8:
+                await asyncio.sleep(0.05)
         agent.emit(AgentInterrupted())
         message = await caller.wait_message(type="interrupted")
         assert message == {"type": "interrupted"}
@@ -140,16 +116,12 @@ async def test_interrupted_flushes_queued_agent_audio(start_gateway: Callable[..
         assert len(after) >= 10
         assert all(f.rms < SILENCE_RMS for f in after)  # the rest of the 5 s reply is gone
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_fatal_agent_error_ends_the_call(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
+    async with live_call(client, connected=False) as (caller, location):
         await caller.wait_message(type="session")
         connector.last.emit(AgentError("agent_error", "the agent failed"))
         error = await caller.wait_message(type="error")
@@ -166,33 +138,23 @@ async def test_fatal_agent_error_ends_the_call(start_gateway: Callable[..., Any]
                 await asyncio.sleep(0.05)
         assert connector.last.closed
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_agent_ending_its_session_ends_the_call(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (_caller, location):
         connector.last.end()
         async with asyncio.timeout(10):
             while (await (await client.get("/healthz")).json())["calls"]:
                 await asyncio.sleep(0.05)
         assert (await client.delete(location)).status == 404
-    finally:
-        await caller.close()
 
 
 async def test_caller_without_data_channel_still_talks(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer(with_channel=False)
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client, with_channel=False) as (caller, location):
         caller.mic.play(tone_pcm(0.5))
         connector.last.emit(Transcript("user", "hi", True))  # nowhere to go: not an error
         connector.last.emit(AgentAudio(agent_tone(0.5)))
@@ -200,23 +162,20 @@ async def test_caller_without_data_channel_still_talks(start_gateway: Callable[.
         assert sum(f.rms > 1000 for f in caller.frames) >= 20
         assert len(connector.last.audio) >= 2 * AGENT_INPUT_RATE_HZ * 0.4
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_text_mode_and_session_continuation(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector(known_sessions={"conv-1"})
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller, "?mode=text&session_id=conv-1")
+    async with live_call(client, query="?mode=text&session_id=conv-1", connected=False) as (
+        caller,
+        location,
+    ):
         session = await caller.wait_message(type="session")
         assert session["session_id"] == "conv-1"
         assert session["mode"] == "text"
         assert connector.last.modality is Modality.TEXT
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
@@ -241,10 +200,7 @@ async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
 async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (_caller, location):
         frag = "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
         response = await client.patch(
             location, data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
@@ -263,8 +219,6 @@ async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> No
         )
         assert unknown.status == 404
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> None:
@@ -274,7 +228,7 @@ async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> No
     for _ in range(3):
         caller = CallerPeer()
         try:
-            location = await call(client, caller)
+            location = await call_gateway(client, caller)
             assert (await client.delete(location)).status == 204
         finally:
             await caller.close()

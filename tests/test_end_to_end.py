@@ -26,8 +26,7 @@ from google.adk.sessions import InMemorySessionService
 
 import gateway.models.scripted  # noqa: F401
 from gateway.agent_bridge import AdkAgentConnector
-from tests.peers import CallerPeer, tone_pcm
-from tests.test_call import call
+from tests.peers import CallerPeer, live_call, tone_pcm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,10 +43,7 @@ async def test_speech_in_agent_audio_out(
     adk_connector: AdkAgentConnector, start_gateway: Callable[..., Any]
 ) -> None:
     client = await start_gateway(adk_connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, location):
         await caller.wait_message(type="session")
         caller.mic.play(tone_pcm(0.8))
         user = await caller.wait_message(type="transcript", role="user", final=True)
@@ -60,18 +56,13 @@ async def test_speech_in_agent_audio_out(
         agent = await caller.wait_message(type="transcript", role="agent")
         assert agent["text"].startswith("I heard")
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 async def test_barge_in_through_the_stack(
     adk_connector: AdkAgentConnector, start_gateway: Callable[..., Any]
 ) -> None:
     client = await start_gateway(adk_connector)
-    caller = CallerPeer()
-    try:
-        location = await call(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, location):
         await caller.wait_channel_open()
         caller.send({"type": "text", "text": "tell me something long"})
         async with asyncio.timeout(10):
@@ -87,8 +78,6 @@ async def test_barge_in_through_the_stack(
         assert all(f.rms < 50 for f in window)  # the 6 s answer stopped
         await caller.wait_message(type="turn_complete")
         assert (await client.delete(location)).status == 204
-    finally:
-        await caller.close()
 
 
 def _free_port() -> int:
