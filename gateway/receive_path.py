@@ -46,9 +46,13 @@ logger = logging.getLogger(__name__)
 
 #: The receiver's private jitter buffer, name-mangled (`self.__jitter_buffer`).
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
-#: How long packets behind a missing one wait for it: reordering on real links is
-#: rarely more than 2-3 packets; 60 ms covers 40 +/- 20 ms jitter with room to spare.
+#: How long held packets wait for a missing one when no packet follows (the end of a
+#: talk spurt); while packets flow, a hole is skipped after 3 later packets instead.
 DEFAULT_MAX_HOLD_S = 0.06
+#: A hold timer that fires this late means the event loop was stalled; packets that
+#: arrived meanwhile get `STALL_GRACE_S` to come through before holes are skipped.
+STALL_TOLERANCE_S = 0.01
+STALL_GRACE_S = 0.02
 #: Released packets waiting for `recv()`; beyond this the consumer is stalled and the
 #: oldest (staler) packets are dropped and counted in `overflow_dropped`. 1 s of audio.
 DEFAULT_MAX_QUEUE_PACKETS = 50
@@ -74,6 +78,8 @@ class ReceivePathStats:
     unknown_payload: int
     stock_decoded: int
     """Frames aiortc's own decoder produced: 0 unless the tap stopped working."""
+    stall_graces: int
+    """Hold timers that fired late (event loop stalled) and were given a grace period."""
 
 
 class _PacketTap:
@@ -116,8 +122,9 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         self._max_queue = max_queue_packets
         self._wakeup = asyncio.Event()
         self._receiver_ended = False
+        self._grace_until = 0.0
         self._frames_out = self._overflow = self._decode_errors = self._unknown = 0
-        self._stock_decoded = 0
+        self._stock_decoded = self._stall_graces = 0
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_receiver(stock_track), name=f"receive-path/{self.id}/watch"
         )
@@ -131,6 +138,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             decode_errors=self._decode_errors,
             unknown_payload=self._unknown,
             stock_decoded=self._stock_decoded,
+            stall_graces=self._stall_graces,
         )
 
     def on_packet(self, packet: RtpPacket) -> None:
@@ -141,7 +149,6 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             timestamp=packet.timestamp,
             payload_type=packet.payload_type,
             payload=packet.payload,
-            arrival_s=now,
         )
         released = self._buffer.push(item, now)
         self._take(released)
@@ -163,6 +170,15 @@ class LossTolerantAudioTrack(MediaStreamTrack):
                 await self._wait()
 
     def stop(self) -> None:
+        if self.readyState == "live":
+            stats = self.stats
+            logger.info(
+                "receive path %s ended: %d packets, %d frames out, %d late, %d skipped, "
+                "%d overflow, %d decode errors, %d stall graces",
+                self.id, stats.buffer.received, stats.frames_out, stats.buffer.late,
+                stats.buffer.skipped, stats.overflow_dropped, stats.decode_errors,
+                stats.stall_graces,
+            )  # fmt: skip
         super().stop()
         self._watcher.cancel()
         self._wakeup.set()  # a recv() waiting for packets sees the end
@@ -176,12 +192,22 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         """Sleep until packets are released or the held ones are due."""
         self._wakeup.clear()
         deadline = self._buffer.deadline_s()
+        if deadline is not None:
+            deadline = max(deadline, self._grace_until)
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         try:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
         except TimeoutError:
-            self._take(self._buffer.expire(self._clock()))
+            now = self._clock()
+            assert deadline is not None
+            if now - deadline > STALL_TOLERANCE_S:
+                # The timer fired late: the loop was stalled and packets may still be
+                # on their way in through aiortc's tasks. Look again shortly.
+                self._grace_until = now + STALL_GRACE_S
+                self._stall_graces += 1
+                return
+            self._take(self._buffer.expire(now))
 
     def _take(self, released: list[ReleasedPacket]) -> None:
         for item in released:

@@ -8,14 +8,20 @@ loudspeaker: it needs every packet that arrived, in order, as early as possible,
 smooth playout clock. So this buffer
 
 - releases a packet at once when it is the next one expected (no prefetch delay);
-  only the very first packet waits, for its successor or `max_hold_s`, in case an
-  earlier one was reordered behind it,
-- holds packets behind a hole for at most `max_hold_s` (counted from the arrival of
-  the oldest held packet), then skips the hole and releases what it held,
+  only the very first packet waits for its successor, in case an earlier one was
+  reordered behind it;
+- holds packets behind a hole until more than `max_reorder_packets` wait behind it
+  (3: 60-80 ms of later audio at 20 ms packets; 40 +/- 20 ms jitter reorders by at
+  most 2), or until nothing has arrived for `max_hold_s` (the end of a talk spurt),
+  then skips the hole and releases what it held;
 - drops a packet that arrives after its slot was released or skipped (counted late),
-  and duplicates (counted),
-- never holds more than `capacity` packets: overflow skips the hole early (counted in
-  `skipped`), so memory is bounded and nothing that arrived is dropped for space.
+  and duplicates (counted).
+
+Skipping on a *count* of later packets, not on elapsed time while packets flow, is
+deliberate: when the event loop stalls (a loaded gateway), packets queue in the
+socket and arrive in a burst, in order; a wall-clock hold would expire during the
+stall and turn the reordered packet in that burst into a late one. Holding is
+bounded: at most `max_reorder_packets` + 1 packets are ever held.
 
 Frames released therefore equal packets received minus late arrivals and duplicates.
 
@@ -37,13 +43,12 @@ MAX_JUMP = 3000
 
 @dataclass(frozen=True, slots=True)
 class BufferedPacket:
-    """One RTP packet as the buffer needs it; `arrival_s` is on the buffer's clock."""
+    """One RTP packet as the buffer needs it."""
 
     sequence_number: int
     timestamp: int
     payload_type: int
     payload: bytes
-    arrival_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +77,15 @@ class ReorderStats:
 class ReorderBuffer:
     """In-order release of RTP packets with a bounded wait for missing ones."""
 
-    def __init__(self, max_hold_s: float = 0.06, capacity: int = 64) -> None:
-        if max_hold_s < 0 or capacity < 1:
-            raise ValueError("max_hold_s must be >= 0 and capacity >= 1")
+    def __init__(self, max_hold_s: float = 0.06, max_reorder_packets: int = 3) -> None:
+        if max_hold_s < 0 or max_reorder_packets < 1:
+            raise ValueError("max_hold_s must be >= 0 and max_reorder_packets >= 1")
         self._max_hold_s = max_hold_s
-        self._capacity = capacity
+        self._max_reorder = max_reorder_packets
         self._held: dict[int, BufferedPacket] = {}
         self._next: int | None = None  # extended sequence number expected next
         self._highest = 0  # highest extended sequence number seen
+        self._last_arrival_s = 0.0
         self._ts_origin: int | None = None
         self._ts_last = 0  # unwrapped timestamp of the last released packet
         self._received = self._released = self._late = self._duplicate = 0
@@ -100,6 +106,7 @@ class ReorderBuffer:
     def push(self, packet: BufferedPacket, now_s: float) -> list[ReleasedPacket]:
         """Take one arrived packet; return the packets now ready, oldest first."""
         self._received += 1
+        self._last_arrival_s = max(self._last_arrival_s, now_s)
         ext = self._extend(packet.sequence_number)
         if self._next is None:
             self._next = ext
@@ -108,7 +115,7 @@ class ReorderBuffer:
             self._restarts += 1
             self._next = self._highest = ext
             self._held[ext] = packet
-            return released + self._drain(now_s)
+            return released + self._drain(force=False)
         if ext < self._next and not self._released:
             self._next = ext  # reordered before anything was released: an earlier start
         if ext < self._next:
@@ -118,17 +125,21 @@ class ReorderBuffer:
         else:
             self._held[ext] = packet
             self._highest = max(self._highest, ext)
-        return self._drain(now_s)
+        return self._drain(force=False)
 
     def expire(self, now_s: float) -> list[ReleasedPacket]:
-        """Skip holes that were waited for long enough; call when `deadline_s` passes."""
-        return self._drain(now_s)
+        """Release everything held, skipping holes, if nothing has arrived for
+        `max_hold_s`; call when `deadline_s` passes."""
+        deadline = self.deadline_s()
+        if deadline is None or now_s < deadline:
+            return []
+        return self._drain(force=True)
 
     def deadline_s(self) -> float | None:
-        """When the packets held behind a hole are released anyway (None: none held)."""
+        """When held packets are released if no packet arrives (None: none held)."""
         if not self._held:
             return None
-        return min(p.arrival_s for p in self._held.values()) + self._max_hold_s
+        return self._last_arrival_s + self._max_hold_s
 
     def _extend(self, seq: int) -> int:
         """Unwrap a 16-bit sequence number to the one nearest the highest seen."""
@@ -140,24 +151,21 @@ class ReorderBuffer:
             delta -= SEQ_MOD
         return self._highest + delta
 
-    def _drain(self, now_s: float) -> list[ReleasedPacket]:
+    def _drain(self, *, force: bool) -> list[ReleasedPacket]:
         released: list[ReleasedPacket] = []
         while self._held:
             assert self._next is not None
-            deadline = self.deadline_s()
-            assert deadline is not None
-            due = now_s >= deadline or len(self._held) > self._capacity
             packet = self._held.get(self._next)
-            if packet is not None and (self._released or self._next + 1 in self._held or due):
+            if packet is not None and (self._released or self._next + 1 in self._held or force):
                 del self._held[self._next]
                 released.append(self._release(packet))
                 self._next += 1
-            elif not due:
-                break
-            else:
+            elif force or len(self._held) > self._max_reorder:
                 oldest = min(self._held)
                 self._skipped += oldest - self._next
                 self._next = oldest
+            else:
+                break
         return released
 
     def flush(self) -> list[ReleasedPacket]:

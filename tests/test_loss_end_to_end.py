@@ -23,7 +23,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from gateway.audio_format import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
 from tests.fakes import FakeAgentConnector
 from tests.netem.loss_call import FRAME_MS, ToneTrack, frame_steps
-from tests.netem.relay import Impairment, UdpRelay
+from tests.netem.relay import Impairment
+from tests.netem.relay_thread import RelayThread
 from tests.netem.sdp import route_via
 
 FRAMES = 200
@@ -34,11 +35,11 @@ JITTER = {"delay_s": 0.04, "jitter_s": 0.02}
 
 async def call_through(
     start_gateway: Callable[..., Any], link: Impairment
-) -> tuple[UdpRelay, bytes]:
+) -> tuple[RelayThread, bytes]:
     """One call through `link` into the gateway; the relay's log and the agent's PCM."""
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    relay = await UdpRelay(uplink=link).start()
+    relay = await RelayThread(uplink=link).start()
     caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tone = ToneTrack(FRAMES, CODES_HZ)
     try:
@@ -67,7 +68,7 @@ async def call_through(
         await relay.aclose()
 
 
-def assert_agent_heard_every_received_packet(relay: UdpRelay, pcm: bytes) -> None:
+def assert_agent_heard_every_received_packet(relay: RelayThread, pcm: bytes) -> None:
     sent, received = relay.uplink.rtp_seen, relay.uplink.rtp_forwarded
     delivered = len(pcm) // AGENT_FRAME_BYTES
     assert received < sent, "the link should have lost packets"

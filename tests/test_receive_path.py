@@ -1,13 +1,15 @@
 """Our receive path for caller audio.
 
 Pins down:
-- the reorder buffer releases in order at once, waits at most `max_hold_s` for a
-  missing packet, skips the hole, drops late packets and duplicates (counted), survives
-  sequence and timestamp wraparound, bounded by its capacity, restarts on big jumps;
+- the reorder buffer releases in order at once; skips a hole once more than 3 packets
+  wait behind it, or when nothing arrives for `max_hold_s`, but never on elapsed time
+  alone while packets arrive (a stalled loop); drops late packets and duplicates
+  (counted); survives sequence and timestamp wraparound; restarts on big jumps;
 - the seam in aiortc still exists and has the shape we rely on (fails when aiortc
   changes under us), and installing refuses clearly when it is gone;
 - packets held behind a hole come out after `max_hold_s` even if no packet follows
-  (the end of a talk spurt), and stopping wakes a waiting `recv()`;
+  (the end of a talk spurt), and stopping wakes a waiting `recv()`; a hold timer that
+  fires late (stalled loop) gives a missing packet a grace period instead of skipping;
 - over a real loopback call every packet becomes exactly one frame of the tone, with
   `pts` advancing 20 ms per frame, the stock decoder stays idle, and the track ends
   when the peer connection closes.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import inspect
+import time
 
 import av
 import numpy as np
@@ -41,10 +44,10 @@ from gateway.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
 from tests.netem.loss_call import FRAME_SAMPLES, ToneTrack
 
 
-def pkt(seq: int, at: float, ts: int | None = None) -> BufferedPacket:
+def pkt(seq: int, ts: int | None = None) -> BufferedPacket:
     seq %= 1 << 16
     timestamp = (seq * FRAME_SAMPLES if ts is None else ts) % (1 << 32)
-    return BufferedPacket(seq, timestamp, 111, bytes([seq % 256]), at)
+    return BufferedPacket(seq, timestamp, 111, bytes([seq % 256]))
 
 
 def seqs(released: list[ReleasedPacket]) -> list[int]:
@@ -53,16 +56,16 @@ def seqs(released: list[ReleasedPacket]) -> list[int]:
 
 def test_in_order_packets_leave_at_once_after_the_first_has_a_successor() -> None:
     buffer = ReorderBuffer(max_hold_s=0.06)
-    assert buffer.push(pkt(10, 0.00), 0.00) == []  # the first waits for its successor
-    assert seqs(buffer.push(pkt(11, 0.02), 0.02)) == [10, 11]
-    assert seqs(buffer.push(pkt(12, 0.04), 0.04)) == [12]
+    assert buffer.push(pkt(10), 0.00) == []  # the first waits for its successor
+    assert seqs(buffer.push(pkt(11), 0.02)) == [10, 11]
+    assert seqs(buffer.push(pkt(12), 0.04)) == [12]
     assert buffer.deadline_s() is None
 
 
 def test_a_packet_reordered_before_the_first_release_becomes_the_start() -> None:
     buffer = ReorderBuffer()
-    assert buffer.push(pkt(11, 0.00), 0.00) == []
-    assert seqs(buffer.push(pkt(10, 0.01), 0.01)) == [10, 11]
+    assert buffer.push(pkt(11), 0.00) == []
+    assert seqs(buffer.push(pkt(10), 0.01)) == [10, 11]
     assert buffer.stats.late == 0
 
 
@@ -70,40 +73,61 @@ def test_reordered_packets_come_out_in_order_without_loss() -> None:
     buffer = ReorderBuffer(max_hold_s=0.06)
     out: list[int] = []
     for i, seq in enumerate([1, 2, 4, 3, 6, 5, 7]):
-        out += seqs(buffer.push(pkt(seq, i * 0.02), i * 0.02))
+        out += seqs(buffer.push(pkt(seq), i * 0.02))
     assert out == [1, 2, 3, 4, 5, 6, 7]
     assert buffer.stats.skipped == 0
 
 
-def test_a_hole_is_waited_for_max_hold_then_skipped_and_the_late_packet_dropped() -> None:
-    buffer = ReorderBuffer(max_hold_s=0.06)
-    buffer.push(pkt(1, 0.00), 0.00)
-    buffer.push(pkt(2, 0.02), 0.02)
-    assert buffer.push(pkt(4, 0.06), 0.06) == []  # 3 is missing
-    assert buffer.push(pkt(5, 0.08), 0.08) == []
-    assert buffer.deadline_s() == pytest.approx(0.12)
-    assert buffer.expire(0.119) == []
-    released = buffer.expire(0.12)
-    assert seqs(released) == [4, 5]
-    assert [r.media_timestamp for r in released] == [3 * FRAME_SAMPLES, 4 * FRAME_SAMPLES]
-    assert buffer.push(pkt(3, 0.13), 0.13) == []
+def test_a_hole_is_skipped_once_more_than_three_packets_wait_behind_it() -> None:
+    buffer = ReorderBuffer(max_hold_s=0.06, max_reorder_packets=3)
+    buffer.push(pkt(1), 0.00)
+    buffer.push(pkt(2), 0.02)
+    assert buffer.push(pkt(4), 0.06) == []  # 3 is missing
+    assert buffer.push(pkt(5), 0.08) == []
+    assert buffer.push(pkt(6), 0.10) == []
+    released = buffer.push(pkt(7), 0.12)
+    assert seqs(released) == [4, 5, 6, 7]
+    assert [r.media_timestamp for r in released] == [i * FRAME_SAMPLES for i in (3, 4, 5, 6)]
+    assert buffer.push(pkt(3), 0.13) == []
     stats = buffer.stats
-    assert (stats.skipped, stats.late, stats.released, stats.held) == (1, 1, 4, 0)
+    assert (stats.skipped, stats.late, stats.released, stats.held) == (1, 1, 6, 0)
 
 
-def test_arrivals_also_skip_a_hole_whose_time_is_up() -> None:
-    buffer = ReorderBuffer(max_hold_s=0.04)
-    buffer.push(pkt(1, 0.00), 0.00)
-    buffer.push(pkt(2, 0.02), 0.02)
-    buffer.push(pkt(4, 0.06), 0.06)
-    assert seqs(buffer.push(pkt(5, 0.10), 0.10)) == [4, 5]
+def test_elapsed_time_alone_does_not_skip_while_packets_arrive() -> None:
+    """A stalled event loop delivers packets late but in order: no premature skip."""
+    buffer = ReorderBuffer(max_hold_s=0.06, max_reorder_packets=3)
+    buffer.push(pkt(1), 0.00)
+    buffer.push(pkt(2), 0.02)
+    assert buffer.push(pkt(4), 0.04) == []
+    assert buffer.push(pkt(5), 0.50) == []  # after a 460 ms stall, 3 is in the burst
+    assert seqs(buffer.push(pkt(3), 0.50)) == [3, 4, 5]
+    assert buffer.stats.late == buffer.stats.skipped == 0
+
+
+def test_held_packets_are_released_when_nothing_arrives_for_max_hold() -> None:
+    buffer = ReorderBuffer(max_hold_s=0.06)
+    buffer.push(pkt(1), 0.00)
+    buffer.push(pkt(2), 0.02)
+    buffer.push(pkt(4), 0.06)  # 3 is missing, and 4 and 5 end the talk spurt
+    buffer.push(pkt(5), 0.08)
+    assert buffer.deadline_s() == pytest.approx(0.14)
+    assert buffer.expire(0.139) == []
+    assert seqs(buffer.expire(0.14)) == [4, 5]
+    assert buffer.deadline_s() is None
+    assert buffer.stats.skipped == 1
+
+
+def test_a_first_packet_with_no_successor_is_released_when_nothing_follows() -> None:
+    buffer = ReorderBuffer(max_hold_s=0.06)
+    assert buffer.push(pkt(7), 0.0) == []
+    assert seqs(buffer.expire(0.06)) == [7]
 
 
 def test_copies_of_released_or_held_packets_are_dropped_and_counted() -> None:
     buffer = ReorderBuffer()
     out: list[int] = []
     for i, seq in enumerate([1, 2, 2, 3, 1, 5, 5]):
-        out += seqs(buffer.push(pkt(seq, i * 0.001), i * 0.001))
+        out += seqs(buffer.push(pkt(seq), i * 0.001))
     assert out == [1, 2, 3]
     stats = buffer.stats
     assert (stats.late, stats.duplicate, stats.held) == (2, 1, 1)  # late: 2 and 1 again
@@ -116,29 +140,18 @@ def test_sequence_and_timestamp_wraparound_keep_order_and_media_time() -> None:
     out: list[ReleasedPacket] = []
     for i, seq in enumerate([65534, 65535, 1, 0, 2]):
         ts = (first_ts + ((seq - 65534) % (1 << 16)) * FRAME_SAMPLES) % (1 << 32)
-        out += buffer.push(pkt(seq, i * 0.02, ts), i * 0.02)
+        out += buffer.push(pkt(seq, ts), i * 0.02)
     assert seqs(out) == [65534, 65535, 0, 1, 2]
     assert [r.media_timestamp for r in out] == [i * FRAME_SAMPLES for i in range(5)]
 
 
-def test_capacity_bounds_what_is_held_by_skipping_early() -> None:
-    buffer = ReorderBuffer(max_hold_s=10.0, capacity=4)
-    buffer.push(pkt(0, 0.0), 0.0)
-    buffer.push(pkt(1, 0.0), 0.0)
-    out: list[int] = []
-    for seq in range(3, 8):  # 2 never comes
-        out += seqs(buffer.push(pkt(seq, 0.0), 0.0))
-    assert out == [3, 4, 5, 6, 7]
-    assert buffer.stats.skipped == 1
-
-
 def test_a_huge_jump_is_a_restart_not_thousands_of_losses() -> None:
     buffer = ReorderBuffer(max_hold_s=0.06)
-    buffer.push(pkt(100, 0.00), 0.00)
-    buffer.push(pkt(101, 0.02), 0.02)
-    buffer.push(pkt(103, 0.04), 0.04)  # held behind 102
-    out = seqs(buffer.push(pkt(30000, 0.06), 0.06))
-    out += seqs(buffer.push(pkt(30001, 0.08), 0.08))
+    buffer.push(pkt(100), 0.00)
+    buffer.push(pkt(101), 0.02)
+    buffer.push(pkt(103), 0.04)  # held behind 102
+    out = seqs(buffer.push(pkt(30000), 0.06))
+    out += seqs(buffer.push(pkt(30001), 0.08))
     assert out == [103, 30000, 30001]
     assert (buffer.stats.restarts, buffer.stats.skipped) == (1, 0)
 
@@ -301,5 +314,34 @@ async def test_packets_held_behind_a_hole_come_out_without_a_following_packet() 
         track.stop()
         with pytest.raises(MediaStreamError):
             await asyncio.wait_for(waiting, 2)
+    finally:
+        await track.aclose()
+
+
+async def test_a_late_hold_timer_gives_the_missing_packet_a_grace_period() -> None:
+    opus = RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
+    )
+    skew = [0.0]  # our clock jumps ahead: what the track sees after a stalled loop
+    track = LossTolerantAudioTrack(
+        RemoteStreamTrack(kind="audio"), [opus], max_hold_s=0.03,
+        clock=lambda: time.monotonic() + skew[0],
+    )  # fmt: skip
+    try:
+        packets = opus_packets(4)
+        track.on_packet(packets[0])
+        track.on_packet(packets[1])
+        await asyncio.wait_for(track.recv(), 2)
+        await asyncio.wait_for(track.recv(), 2)
+        track.on_packet(packets[3])  # 2 is missing
+        waiting = asyncio.create_task(track.recv(), name="test/recv")
+        await asyncio.sleep(0)
+        skew[0] = 0.5
+        async with asyncio.timeout(2):
+            while track.stats.stall_graces == 0:
+                await asyncio.sleep(0.001)
+        track.on_packet(packets[2])  # arrives within the grace period
+        assert (await asyncio.wait_for(waiting, 2)).pts == 2 * FRAME_SAMPLES
+        assert (track.stats.buffer.late, track.stats.buffer.skipped) == (0, 0)
     finally:
         await track.aclose()

@@ -21,7 +21,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
-from tests.netem.relay import Impairment, UdpRelay
+from tests.netem.relay import Impairment
+from tests.netem.relay_thread import RelayThread
 from tests.netem.sdp import route_via
 
 RATE_HZ = 48_000
@@ -134,7 +135,7 @@ class LossRun:
 
 async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) -> LossRun:
     """A call of `frames` packets through `uplink` into the stock or our receive path."""
-    relay = await UdpRelay(uplink=uplink).start()
+    relay = await RelayThread(uplink=uplink).start()
     caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tone = ToneTrack(frames)
@@ -178,7 +179,7 @@ def rtp_count(report: object, kind: str) -> int:
 
 def summarise(
     path: str,
-    relay: UdpRelay,
+    relay: RelayThread,
     received: int,
     log: FrameLog,
     late: int,
@@ -205,7 +206,7 @@ def summarise(
     )
 
 
-def _path_delays_ms(relay: UdpRelay, log: FrameLog) -> list[float]:
+def _path_delays_ms(relay: RelayThread, log: FrameLog) -> list[float]:
     """How long each frame took from leaving the relay to leaving `recv()`.
 
     A frame's `pts` counts from the first packet the receiver decoded, which is the

@@ -25,7 +25,8 @@ from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.ice import restricted_ice
 from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
 from tests.netem.netns import VethLink
-from tests.netem.relay import Impairment, UdpRelay
+from tests.netem.relay import Impairment
+from tests.netem.relay_thread import RelayThread
 from tests.netem.sdp import route_via
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ async def _serve() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     request = json.loads(await reader.readline())
     impairment = Impairment(**{**request["impairment"], "blackouts": ()})
-    relay = await UdpRelay(uplink=impairment, host=request["ns_ip"]).start()
+    relay = await RelayThread(uplink=impairment, host=request["ns_ip"]).start()
     callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     log = FrameLog()
     try:

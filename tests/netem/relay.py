@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
 MAX_PENDING = 2048
+RTP_CLOCK_HZ = 48_000
 Addr = tuple[str, int]
 
 
@@ -132,7 +134,9 @@ class UdpRelay:
         self._pending: set[asyncio.TimerHandle] = set()
         self._idle = asyncio.Event()  # set whenever nothing is in flight
         self._idle.set()
-        self._first_rtp: dict[str, float] = {}
+        self.idle = threading.Event()  # the same, for another thread (`RelayThread`)
+        self.idle.set()
+        self._anchor: dict[str, tuple[float, int]] = {}  # first RTP: (time, timestamp)
         self._max_lifetime_s = max_lifetime_s
         self._lifetime: asyncio.TimerHandle | None = None
 
@@ -170,6 +174,7 @@ class UdpRelay:
             handle.cancel()
         self._pending.clear()
         self._idle.set()
+        self.idle.set()
         for transport in self._transports.values():
             transport.close()
         if self._lifetime is not None:
@@ -208,38 +213,49 @@ class UdpRelay:
         loop = asyncio.get_running_loop()
         impairment, log, rng = self._impair[side], self.logs[side], self._random[side]
         now = loop.time()
-        start = self._first_rtp.setdefault(side, now)
-        seen_s = now - start
-        lost = rng.random() < impairment.loss
-        delay = impairment.delay_s + rng.uniform(-impairment.jitter_s, impairment.jitter_s)
-        blackout = any(s <= seen_s < s + d for s, d in impairment.blackouts)
-        dropped = lost or blackout or len(self._pending) >= MAX_PENDING
-        if len(self._pending) >= MAX_PENDING:
-            log.overflow_dropped += 1
         rtp = is_rtp(data)
         seq = int.from_bytes(data[2:4], "big") if rtp else -1
         timestamp = int.from_bytes(data[4:8], "big") if rtp else -1
-        log.rtp.append(RtpRecord(seq, timestamp, seen_s, dropped))
-        if dropped:
-            return
-        if delay <= 0:
-            self._transports[out].sendto(data, target)
-            log.forwarded_at[timestamp] = time.monotonic()
+        due = self._due_s(side, timestamp, now) if rtp else now
+        seen_s = due - self._anchor[side][0] if rtp else 0.0
+        lost = rng.random() < impairment.loss
+        delay = impairment.delay_s + rng.uniform(-impairment.jitter_s, impairment.jitter_s)
+        blackout = any(s <= seen_s < s + d for s, d in impairment.blackouts)
+        overflow = len(self._pending) >= MAX_PENDING
+        log.overflow_dropped += overflow
+        log.rtp.append(RtpRecord(seq, timestamp, seen_s, lost or blackout or overflow))
+        if lost or blackout or overflow:
             return
         handle: asyncio.TimerHandle | None = None
 
         def send() -> None:
             self._pending.discard(handle)  # type: ignore[arg-type]
-            if not self._pending:
-                self._idle.set()
             transport = self._transports[out]
             if not transport.is_closing():
-                transport.sendto(data, target)
                 log.forwarded_at[timestamp] = time.monotonic()
+                transport.sendto(data, target)
+            if not self._pending:
+                self._idle.set()
+                self.idle.set()
 
-        handle = loop.call_later(delay, send)
+        handle = loop.call_at(max(now, due + delay), send)
         self._pending.add(handle)
         self._idle.clear()
+        self.idle.clear()
+
+    def _due_s(self, side: str, timestamp: int, now: float) -> float:
+        """When an RTP packet should have reached the relay, by its media clock.
+
+        Delays count from there, not from when this relay read the packet: if the
+        relay's loop was late, packets it reads in one batch must not be reordered
+        deeper than the jitter allows (a real link delays each packet from its own
+        send time). Timestamps are on Opus's 48 kHz clock, from the first packet.
+        """
+        if side not in self._anchor:
+            self._anchor[side] = (now, timestamp)
+        anchor_s, anchor_ts = self._anchor[side]
+        offset = ((timestamp - anchor_ts) % (1 << 32)) / RTP_CLOCK_HZ
+        return anchor_s + offset
 
 
 def unwrap_sequence_numbers(seqs: list[int]) -> Iterator[int]:
