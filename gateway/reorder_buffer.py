@@ -156,11 +156,12 @@ class ReorderBuffer:
         while self._held:
             assert self._next is not None
             packet = self._held.get(self._next)
-            if packet is not None and (self._released or self._next + 1 in self._held or force):
+            due = force or len(self._held) > self._max_reorder
+            if packet is not None and (self._released or self._next + 1 in self._held or due):
                 del self._held[self._next]
                 released.append(self._release(packet))
                 self._next += 1
-            elif force or len(self._held) > self._max_reorder:
+            elif due:  # a hole at `_next`: skip to the oldest held packet
                 oldest = min(self._held)
                 self._skipped += oldest - self._next
                 self._next = oldest
