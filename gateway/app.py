@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,6 +18,10 @@ from gateway import ice, signaling
 from gateway.agent_api import AgentConnector
 from gateway.calls import CallManager
 from gateway.config import Settings
+from gateway.websocket_transport import add_websocket_routes
+
+if TYPE_CHECKING:
+    from gateway.agent_bridge import AdkAgentConnector
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ def create_app(settings: Settings, connector: AgentConnector) -> web.Application
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
+    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=settings.max_calls)
     _add_client_routes(app)
     return app
 
@@ -64,16 +71,30 @@ def _add_client_routes(app: web.Application) -> None:
     app.router.add_static("/client/", CLIENT_DIR)
 
 
-def build_adk_connector(settings: Settings) -> AgentConnector:
-    """The real agent: the configured ADK agent behind ADK's runner."""
-    from google.adk.sessions import InMemorySessionService
-
+def build_adk_connector(settings: Settings) -> AdkAgentConnector:
+    """The real agent: the configured ADK agent behind ADK's runner, its conversations
+    in the session store at `settings.session_url`, Gemini Live settings from
+    `GATEWAY_GEMINI_*` (raises `SessionStoreError` / `LiveConfigError` when wrong)."""
+    from gateway.adk.live_config import gemini_credentials, load_live_settings
+    from gateway.adk.sessions import build_session_service
     from gateway.agent_bridge import AdkAgentConnector, load_agent
 
+    live = load_live_settings()
+    gemini_credentials()  # half a Vertex AI configuration fails here, at start-up
+    session_service = build_session_service(settings.session_url)
     agent = load_agent(settings.agent)
-    connector = AdkAgentConnector(
-        agent,
-        InMemorySessionService(),
-        app_name=settings.app_name,
-    )
-    return connector
+    return AdkAgentConnector(agent, session_service, app_name=settings.app_name, live=live)
+
+
+def add_adk_lifecycle(app: web.Application, connector: AdkAgentConnector) -> None:
+    """Check the session store at start-up (fail fast); close runner and store at exit."""
+    from gateway.adk.sessions import check_session_service, close_session_service
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await check_session_service(connector.session_service, app_name=connector.app_name)
+        logger.info("session store ready")
+        yield
+        await connector.close()
+        await close_session_service(connector.session_service)
+
+    app.cleanup_ctx.append(lifecycle)

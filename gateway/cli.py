@@ -27,6 +27,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--ice-servers", help=fields["ice_servers"].description)
     parser.add_argument("--ice-addresses", help=fields["ice_addresses"].description)
     parser.add_argument("--log-level", help=fields["log_level"].description)
+    parser.add_argument("--session-url", help=fields["session_url"].description)
     args = vars(parser.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
 
@@ -41,14 +42,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.app import build_adk_connector, create_app
+    from gateway.adk.live_config import LiveConfigError
+    from gateway.adk.sessions import SessionStoreError
+    from gateway.app import add_adk_lifecycle, build_adk_connector, create_app
 
     try:
         connector = build_adk_connector(settings)
+    except (LiveConfigError, SessionStoreError) as exc:
+        sys.exit(f"adk-webrtc-gateway: {exc}")
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         sys.exit(f"adk-webrtc-gateway: cannot load agent {settings.agent!r}: {exc}")
     app = create_app(settings, connector)
-    web.run_app(app, host=settings.host, port=settings.port, print=_announce(settings))
+    add_adk_lifecycle(app, connector)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=_announce(settings))
+    except SessionStoreError as exc:  # raised by the start-up check of the store
+        sys.exit(f"adk-webrtc-gateway: {exc}")
 
 
 def _announce(settings: Settings) -> Callable[[str], None]:

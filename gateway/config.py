@@ -51,6 +51,13 @@ class Settings(BaseModel):
         30.0, gt=0, description="A call whose media never connects is ended after this."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    # Issue 4 (Gemini Live in production); the Gemini settings themselves are
+    # `GATEWAY_GEMINI_*`, see gateway/adk/live_config.py and docs/gemini-live.md.
+    session_url: str = Field(
+        "sqlite+aiosqlite:///var/sessions.db",
+        description="Where conversations persist: sqlite+aiosqlite:///path (default, "
+        "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
+    )
 
     @field_validator("ice_servers", "ice_addresses", mode="before")
     @classmethod

@@ -1,0 +1,42 @@
+"""Fixtures for the Gemini Live tests: a TLS Live API double and a client pointed at it.
+
+The real google-genai client (under ADK's `Gemini` model) reaches the double with no
+code change, through the variables it reads when it is built: `GOOGLE_API_KEY`,
+`GOOGLE_GEMINI_BASE_URL` and `SSL_CERT_FILE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.live_api_double import LiveApiDouble, SelfSignedCert, make_self_signed_cert
+
+GOOD_KEY = "test-key-good"
+LIVE_MODEL = "gemini-live-2.5-flash-preview"
+
+
+@pytest.fixture(scope="session")
+def double_cert(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedCert:
+    return make_self_signed_cert(Path(tmp_path_factory.mktemp("live-double-cert")))
+
+
+@pytest.fixture
+async def live_double(double_cert: SelfSignedCert) -> AsyncIterator[LiveApiDouble]:
+    async with LiveApiDouble(double_cert, accepted_api_keys=frozenset({GOOD_KEY})) as double:
+        yield double
+
+
+@pytest.fixture
+def gemini_env(
+    live_double: LiveApiDouble, double_cert: SelfSignedCert, monkeypatch: pytest.MonkeyPatch
+) -> LiveApiDouble:
+    """Point google-genai at the double with a key it accepts."""
+    monkeypatch.setenv("GOOGLE_API_KEY", GOOD_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", live_double.base_url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(double_cert.cert_path))
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    return live_double

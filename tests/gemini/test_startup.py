@@ -1,0 +1,52 @@
+"""`python -m gateway` refuses to start with a session store or Gemini setting that
+cannot work, saying which, instead of failing on the first call.
+
+Pins down: a URL of an unsupported database, an unreachable PostgreSQL server, a bad
+`GATEWAY_GEMINI_*` value and half a Vertex AI configuration each end the process
+with a non-zero status and a one-line reason (no traceback, no password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"GATEWAY_SESSION_URL": "mysql+aiomysql://u:hunter2@h/db"}, "unsupported database"),
+        (
+            {"GATEWAY_SESSION_URL": "postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/x"},
+            "session store unavailable",
+        ),
+        ({"GATEWAY_GEMINI_VAD_SILENCE_MS": "-5"}, "GATEWAY_GEMINI_VAD_SILENCE_MS"),
+        ({"GOOGLE_GENAI_USE_VERTEXAI": "true"}, "GOOGLE_CLOUD_PROJECT"),
+    ],
+)
+async def test_bad_settings_stop_start_up(env: dict[str, str], reason: str) -> None:
+    environ = {**os.environ, "GATEWAY_PORT": "0", "GATEWAY_SESSION_URL": "memory://", **env}
+    environ.pop("GOOGLE_CLOUD_PROJECT", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        cwd=ROOT,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(30):
+        output = (await process.communicate())[0].decode()
+    assert process.returncode not in (0, None)
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("adk-webrtc-gateway: ")
+    assert reason in last
+    assert "hunter2" not in output
+    assert "Traceback" not in output

@@ -1,0 +1,31 @@
+"""A local test double of the Gemini Live API (BidiGenerateContent over TLS websockets).
+
+It speaks the real wire protocol to the real google-genai client (and so to ADK's
+`Gemini` model), records everything each connection received, and lets each test
+script what the "model" does: reply with 24 kHz audio and transcriptions, send
+`goAway`, issue resumption handles, drop the TCP connection, close with a code,
+refuse a bad API key or an unknown model the way the real service does.
+
+Imports only the standard library, `websockets`, `numpy` and `cryptography`.
+"""
+
+from tests.live_api_double.certs import SelfSignedCert, make_self_signed_cert
+from tests.live_api_double.server import (
+    BAD_KEY_CLOSE,
+    LiveApiDouble,
+    LiveConnection,
+    UserTurn,
+    conversational,
+    unknown_model_close,
+)
+
+__all__ = [
+    "BAD_KEY_CLOSE",
+    "LiveApiDouble",
+    "LiveConnection",
+    "SelfSignedCert",
+    "UserTurn",
+    "conversational",
+    "make_self_signed_cert",
+    "unknown_model_close",
+]
