@@ -296,7 +296,9 @@ def caller_audio_track(pc: RTCPeerConnection, track: MediaStreamTrack) -> MediaS
     """For a "track" event: the caller's audio through our receive path, or aiortc's
     stock `track` (logged) if this aiortc no longer has the seam. Our track is stopped
     when the connection closes or fails, so it never outlives the call."""
-    transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+    transceiver = next((t for t in pc.getTransceivers() if t.receiver.track is track), None)
+    if transceiver is None:  # not a receiver's track: nothing to route
+        return track
     try:
         ours = install_receive_path(transceiver.receiver, lambda: remote_codecs(pc, transceiver))
     except ReceivePathUnavailable as exc:
