@@ -28,6 +28,7 @@ from gateway.agent_api import (
 )
 from gateway.errors import GatewayError
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
+from gateway.receive_path import caller_audio_track
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,9 @@ class _CallParts:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            self.remote_tracks.put_nowait(track)
+            # Our loss-tolerant receive path instead of aiortc's jitter buffer, which
+            # turns each lost packet into 4-5 lost frames (see receive_path.py).
+            self.remote_tracks.put_nowait(caller_audio_track(self.pc, track))
 
     def _on_datachannel(self, dc: RTCDataChannel) -> None:
         if self.channel.channel is None:  # the first channel the caller opens

@@ -1,0 +1,125 @@
+"""A measured call across a network namespace: kernel loss plus relay jitter.
+
+The caller runs here, in the test's namespace, with ICE on the host end of a veth
+pair (`netns.py`). The receiving peer runs in a child process inside the namespace
+(`python -m tests.netem.ns_call`), behind the seeded relay (`relay.py`, jitter only)
+bound to the namespace's veth address. RTP crossing the veth into the namespace is
+dropped at random by the namespace's nftables input rule, so loss happens in the
+kernel, before the relay sees the packet. The two processes exchange SDP and
+results as JSON lines over the child's stdin/stdout; the child is killed if it
+outlives `CHILD_TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
+from tests.netem.ice import restricted_ice
+from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
+from tests.netem.netns import VethLink
+from tests.netem.relay import Impairment
+from tests.netem.relay_thread import RelayThread
+from tests.netem.sdp import route_via
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHILD_TIMEOUT_S = 30.0
+
+
+async def _send(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(message) + "\n").encode())
+    await proc.stdin.drain()
+
+
+async def _receive(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if not line:
+        raise RuntimeError("the receiver in the namespace exited early")
+    message: dict[str, Any] = json.loads(line)
+    return message
+
+
+async def run_netns_loss_call(
+    link: VethLink, jitter: Impairment, *, ours: bool, frames: int = 150
+) -> LossRun:
+    """Caller here, receiver in `link.namespace`; `jitter` applies inside (its loss 0)."""
+    proc = await asyncio.create_subprocess_exec(
+        *link.exec_prefix(), sys.executable, "-m", "tests.netem.ns_call",
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    tone = ToneTrack(frames)
+    try:
+        with restricted_ice([link.host_ip]):
+            caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            caller.addTransceiver(tone, direction="sendonly")
+            await caller.setLocalDescription(await caller.createOffer())
+        async with asyncio.timeout(CHILD_TIMEOUT_S):
+            await _send(proc, {"offer": caller.localDescription.sdp, "ours": ours,
+                               "ns_ip": link.ns_ip, "impairment": asdict(jitter)})  # fmt: skip
+            answer = (await _receive(proc))["answer"]
+            await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await tone.finished.wait()
+            sent = rtp_count(await caller.getSenders()[0].getStats(), "outbound-rtp")
+            await _send(proc, {"packets_sent": sent})
+            result = (await _receive(proc))["result"]
+        return LossRun(**result)
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 5)
+
+
+async def _serve() -> None:
+    """The child: one receiving peer behind the relay, driven by JSON lines."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    request = json.loads(await reader.readline())
+    impairment = Impairment(**{**request["impairment"], "blackouts": ()})
+    relay = await RelayThread(uplink=impairment, host=request["ns_ip"]).start()
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    log = FrameLog()
+    try:
+        offer, relay.caller_addr = route_via(request["offer"], relay.gateway_side)
+        ours = bool(request["ours"])
+        tracks: list[MediaStreamTrack] = []
+        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
+        await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        transceiver, track = callee.getTransceivers()[0], tracks[0]
+        consumer = asyncio.create_task(log.consume(track), name="ns-call/consume")
+        await callee.setLocalDescription(await callee.createAnswer())
+        answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
+        print(json.dumps({"answer": answer}), flush=True)
+        sent = json.loads(await reader.readline())["packets_sent"]
+        await relay.drained()
+        await asyncio.sleep(SETTLE_S)
+        await log.quiet()
+        received = rtp_count(await transceiver.receiver.getStats(), "inbound-rtp")
+        late = track.stats.buffer.late if isinstance(track, LossTolerantAudioTrack) else 0
+        path = "ours" if ours else "stock"
+        run = summarise(path, relay, received, log, late, packets_sent=sent)
+        print(json.dumps({"result": asdict(run)}), flush=True)
+    finally:
+        await asyncio.wait_for(callee.close(), 5)
+        await relay.aclose()
+    await asyncio.wait_for(consumer, 5)
+
+
+def main() -> None:
+    # No ICE patch needed in the child: the namespace has only lo (which aioice skips)
+    # and the veth end, so host candidates are exactly the veth address.
+    asyncio.run(_serve())
+
+
+if __name__ == "__main__":
+    main()
