@@ -17,7 +17,11 @@ The model's own `feat.params` turns on spectral noise removal; it ruins clean or
 synthetic speech (13 of 39 test phrases right instead of 38), so this package
 ships a copy with `remove_noise no`.
 
-Imports pocketsphinx and the standard library only.
+Hot input is turned down before decoding: a browser microphone's automatic gain
+control delivers speech 2-3 times louder than the model's initial cepstral means
+expect, and its first utterances were misheard until attenuated (never amplified).
+
+Imports pocketsphinx, numpy and the standard library only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pocketsphinx import Decoder, get_model_path
 
 logger = logging.getLogger(__name__)
@@ -51,6 +56,12 @@ ADAPTED_AFTER_S = 5.0
 BYTES_PER_S = 16_000 * 2
 #: Decoding passes of one-shot recognition (see `recognize_jsgf`).
 ONE_SHOT_PASSES = 6
+#: Speech whose loudest 30 ms frame is above this RMS (s16) is scaled down so that
+#: frame is at `HOT_TARGET_RMS`. Measured: espeak-ng speech peaks at 5,600-7,900;
+#: Chromium's processed fake microphone at 13,000-15,600, recognized only once scaled.
+HOT_PEAK_RMS = 9000.0
+HOT_TARGET_RMS = 5000.0
+_LEVEL_FRAME = 480  # 30 ms at 16 kHz
 #: Idle grammar decoders kept for the next calls (each holds ~20 MB of model).
 MAX_IDLE_DECODERS = 4
 
@@ -154,6 +165,7 @@ class UtteranceRecognizer:
         if stale_search is not None:
             self._decoder.remove_search(stale_search)
         self._audio = bytearray()
+        self._gain = 1.0
         self._active = False
 
     def begin(self, pcm: bytes) -> str:
@@ -161,6 +173,7 @@ class UtteranceRecognizer:
         if self._active:
             self._decoder.end_utt()
         self._audio = bytearray()
+        self._gain = hot_gain(pcm)
         self._decoder.start_utt()
         self._active = True
         return self.feed(pcm)
@@ -173,7 +186,7 @@ class UtteranceRecognizer:
             return ""
         if len(self._audio) < MAX_UTTERANCE_BYTES:
             self._audio += pcm
-        self._decoder.process_raw(pcm)
+        self._decoder.process_raw(scaled(pcm, self._gain))
         hyp = self._decoder.hyp()
         return _clean(hyp.hypstr) if hyp is not None else ""
 
@@ -197,9 +210,10 @@ class UtteranceRecognizer:
             # from it: pocketsphinx's live normalization only moves its means every
             # few seconds of audio, so a decoder's first utterances are decoded with
             # the model's initial means, far from a loud browser microphone's.
+            audio = bytes(self._audio)
             self._decoder.get_cmn(True)
             self._decoder.start_utt()
-            self._decoder.process_raw(bytes(self._audio))
+            self._decoder.process_raw(scaled(audio, hot_gain(audio)))
             self._decoder.end_utt()
             text = self._grammar_phrase(speech_s)
         if text is not None:
@@ -233,6 +247,26 @@ class UtteranceRecognizer:
         _pool.give_back(self._decoder, self._search)
 
 
+def hot_gain(pcm: bytes) -> float:
+    """1, or less for hot speech (see `HOT_PEAK_RMS`): never amplifies."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32)
+    usable = len(samples) // _LEVEL_FRAME * _LEVEL_FRAME
+    if usable == 0:
+        return 1.0
+    frames = samples[:usable].reshape(-1, _LEVEL_FRAME)
+    peak = float(np.sqrt((frames * frames).mean(axis=1)).max())
+    return HOT_TARGET_RMS / peak if peak > HOT_PEAK_RMS else 1.0
+
+
+def scaled(pcm: bytes, gain: float) -> bytes:
+    """`pcm` (s16) times `gain`."""
+    if gain == 1.0 or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32) * gain
+    out: bytes = np.clip(samples, -32768, 32767).astype("<i2").tobytes()
+    return out
+
+
 def recognize_open(pcm: bytes) -> str:
     """Open-vocabulary recognition of a whole utterance (16 kHz mono s16)."""
     if not pcm:
@@ -240,7 +274,7 @@ def recognize_open(pcm: bytes) -> str:
     with _pool.open_lock:
         decoder = _pool.open_decoder()
         decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
+        decoder.process_raw(scaled(pcm, hot_gain(pcm)), full_utt=True)
         decoder.end_utt()
         hyp = decoder.hyp()
     return _clean(hyp.hypstr) if hyp is not None else ""
