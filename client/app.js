@@ -17,6 +17,9 @@ const DISCONNECTED_GRACE_MS = 4000;   // WebRTC often recovers from "disconnecte
 const AGENT_POLL_MS = 200;
 const SPEAKING_LEVEL = 0.01;
 const INTERRUPTED_SHOW_MS = 1500;
+// The cut reply's last samples may still be playing when the event arrives: a new
+// answer can show as "speaking" only after this, so "interrupted" is always seen.
+const INTERRUPTED_MIN_MS = 500;
 
 const ui = new Ui();
 const state = {
@@ -30,7 +33,7 @@ const state = {
   fallback: params.get("transport") === "ws" || !("RTCPeerConnection" in window),
   timers: new Set(),
   pendingText: [],     // typed before the text call connected
-  interruptedUntil: 0,
+  interruptedAt: -Infinity,
 };
 
 function userId() {
@@ -215,7 +218,7 @@ function onMessage(call, message) {
     case MSG.INTERRUPTED:
       ui.interrupted();
       ui.setAgent("interrupted");
-      state.interruptedUntil = performance.now() + INTERRUPTED_SHOW_MS;
+      state.interruptedAt = performance.now();
       break;
     case MSG.ERROR:
       onError(call, message);
@@ -242,8 +245,11 @@ async function pollAgent(call) {
     const level = await call.agentLevel();
     const now = performance.now();
     if (state.call !== call) return;
-    if (level > SPEAKING_LEVEL) ui.setAgent("speaking");
-    else if (now > state.interruptedUntil) ui.setAgent("listening");
+    const sinceInterrupted = now - state.interruptedAt;
+    if (sinceInterrupted < INTERRUPTED_MIN_MS) {
+      // keep showing "interrupted"
+    } else if (level > SPEAKING_LEVEL) ui.setAgent("speaking");
+    else if (sinceInterrupted > INTERRUPTED_SHOW_MS) ui.setAgent("listening");
     await new Promise((resolve) => setTimeout(resolve, AGENT_POLL_MS));
   }
 }
