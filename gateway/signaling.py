@@ -25,6 +25,7 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.stats import process_stats
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "calls": request.app[CALLS_KEY].live_calls})
 
 
+async def stats(request: web.Request) -> web.Response:
+    """This process's live calls, CPU seconds and resident memory (see `gateway.stats`)."""
+    reading = process_stats(request.app[CALLS_KEY].live_calls)
+    return web.json_response({**reading.as_json(), "workers": [reading.as_json()]})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/calls", post_calls)
     app.router.add_patch("/calls/{call_id}", patch_call)
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_post("/offer", post_offer)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/stats", stats)

@@ -13,6 +13,7 @@ Pins down:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,22 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         assert (await client.get("/healthz")).status == 200
         assert (await (await client.get("/healthz")).json())["calls"] == 0
         assert (await client.delete(location)).status == 404
+
+
+async def test_stats_report_calls_cpu_and_memory(start_gateway: Callable[..., Any]) -> None:
+    client = await start_gateway(FakeAgentConnector())
+    idle = await (await client.get("/stats")).json()
+    assert idle["calls"] == 0
+    assert idle["pid"] == os.getpid()
+    assert idle["rss_bytes"] > 10 * 2**20  # a Python process with aiortc loaded
+    async with live_call(client) as (caller, _):
+        await caller.wait_connected()
+        await asyncio.sleep(1.0)
+        busy = await (await client.get("/stats")).json()
+    assert busy["calls"] == 1
+    assert busy["cpu_s"] > idle["cpu_s"]  # a second of media costs CPU
+    assert busy["at_s"] > idle["at_s"]
+    assert [w["pid"] for w in busy["workers"]] == [os.getpid()]
 
 
 async def test_text_round_trip_and_bad_messages(start_gateway: Callable[..., Any]) -> None:
