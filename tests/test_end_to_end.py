@@ -127,3 +127,21 @@ async def test_python_m_gateway_serves_calls() -> None:
     assert server.returncode in (0, -15), output
     assert "accepted" in output
     assert "ended" in output
+
+
+async def test_scripted_agent_module_serves_through_the_runner(
+    start_gateway: Callable[..., Any],
+) -> None:
+    """The benchmarks' `--agent gateway.agents.scripted:root_agent` answers a text turn."""
+    from gateway.agents.scripted import root_agent
+
+    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="bench")  # type: ignore[no-untyped-call]
+    client = await start_gateway(connector)
+    async with live_call(client, query="?mode=text") as (caller, _):
+        await caller.wait_channel_open()
+        caller.send({"type": "text", "text": "hello"})
+        await caller.wait_message(type="text")  # streamed in pieces
+        await caller.wait_message(type="turn_complete")
+        streamed = "".join(m["text"] for m in caller.messages if m.get("type") == "text")
+        assert streamed.startswith("You said: hello")
+    await connector.close()

@@ -36,6 +36,7 @@ from gateway.audio_format import (
     SAMPLE_BYTES,
 )
 
+MODEL_NAME = "scripted-live"
 VOICE_RMS = 500.0
 MIN_VOICE_S = 0.10
 END_OF_TURN_QUIET_S = 0.30
