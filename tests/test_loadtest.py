@@ -10,7 +10,8 @@ Pins down:
 - `python -m gateway.loadtest` with worker processes prints progress and a table,
   writes the JSON report and exits 0; a failed call makes it exit 1;
 - bad options are refused with a clear message (exit 2), before anything runs;
-- the packet monitor: gaps, agent audio onsets and silences from packet arrival.
+- the packet monitor: gaps, agent audio onsets and silences from packet arrival;
+- gaps that the tester's own event-loop stalls explain are told from the server's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,9 @@ from google.adk.sessions import InMemorySessionService
 from gateway.agent_bridge import AdkAgentConnector
 from gateway.agents.scripted import root_agent
 from gateway.loadtest import LoadTestConfig, LoadTestConfigError, format_table, run_load_test
-from gateway.loadtest.listener import AgentAudioMonitor
+from gateway.loadtest.listener import GAP_S, AgentAudioMonitor
 from gateway.loadtest.prompt import encode_pcm, encode_prompt
+from gateway.loadtest.stalls import LoopStalls
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +63,7 @@ def assert_consistent(report: dict[str, Any]) -> None:
     assert audio["frame_intervals"] == sum(c["frame_intervals"] for c in report["calls_detail"])
     expected = 100.0 * audio["gaps"] / audio["frame_intervals"]
     assert audio["gap_percent"] == pytest.approx(expected)
-    assert audio["replies"] + audio["unanswered"] <= audio["prompts"]
+    assert audio["replies"] + audio["unanswered"] == audio["prompts"]
 
 
 async def test_callers_hear_the_agent_answer(
@@ -242,3 +245,25 @@ def test_shipped_prompt_is_package_data() -> None:
         assert stream.codec_context.sample_rate in (16_000, 48_000)
         assert stream.codec_context.channels == 1
     assert "prompt.wav" in (ROOT / "setup.cfg").read_text()
+
+
+def test_gaps_during_the_testers_own_stalls_are_told_apart() -> None:
+    stalls = LoopStalls()
+    stalls.windows = [(1.0, 1.05), (3.0, 3.03)]
+    assert stalls.explains(0.99, 1.06, GAP_S)  # 70 ms, 50 of them the tester stalled
+    assert not stalls.explains(0.90, 1.06, GAP_S)  # 160 ms: 110 ms without the stall
+    assert not stalls.explains(2.0, 2.1, GAP_S)  # no stall inside
+    assert stalls.explains(2.99, 3.05, GAP_S)
+
+
+async def test_stall_probe_sees_a_blocked_loop() -> None:
+    stalls = LoopStalls()
+    probe = asyncio.ensure_future(stalls.watch())
+    await asyncio.sleep(0.06)
+    time.sleep(0.1)  # noqa: ASYNC251 - block the loop, as a starved tester would be
+    await asyncio.sleep(0.06)
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)
+    assert stalls.late_probes >= 1
+    due, fired = stalls.windows[0]
+    assert fired - due > 0.04

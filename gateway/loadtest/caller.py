@@ -21,10 +21,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import ice
 from gateway.loadtest.config import LoadTestConfig
-from gateway.loadtest.listener import AgentAudioMonitor, tap_receiver
+from gateway.loadtest.listener import GAP_S, AgentAudioMonitor, tap_receiver
 from gateway.loadtest.outbound import PromptTrack
 from gateway.loadtest.prompt import EncodedPrompt
 from gateway.loadtest.results import CallOutcome, CallResult
+from gateway.loadtest.stalls import LoopStalls
 from gateway.peer import close_quietly
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ BARGE_IN_SILENCE_TIMEOUT_S = 2.0
 #: An answer longer than this is cut off by the caller's next prompt anyway.
 MAX_ANSWER_S = 30.0
 HANGUP_TIMEOUT_S = 5.0
+#: Gaps listed (time, length) per call in the report; all are counted.
+GAPS_IN_REPORT = 20
 
 
 @dataclass
@@ -43,6 +46,8 @@ class CallSession:
     index: int
     config: LoadTestConfig
     prompt: EncodedPrompt
+    stalls: LoopStalls | None = None
+    """This process's event-loop stalls, to tell the tester's gaps from the server's."""
     result: CallResult = field(init=False)
     monitor: AgentAudioMonitor = field(init=False)
     messages: list[tuple[float, str, str]] = field(default_factory=list)
@@ -146,11 +151,11 @@ class CallSession:
         config, monitor, result = self.config, self.monitor, self.result
         prompt_done = self.mic.play()
         while time.monotonic() < deadline:
-            result.prompts += 1
             await prompt_done.wait()
             prompt_end = self.mic.prompt_ended_at
             assert prompt_end is not None
             onset = await monitor.wait_onset(prompt_end, config.reply_timeout_s)
+            result.prompts += 1  # counted once resolved: a prompt cut off by hang-up is not
             if onset is None:
                 result.unanswered += 1
                 prompt_done = self.mic.play()
@@ -237,8 +242,13 @@ class CallSession:
         r.packets, r.lost_packets, r.decoded_packets = m.packets, m.lost, m.decoded
         r.frame_intervals, r.gaps, r.max_gap_s = m.intervals, m.gaps, m.max_gap_s
         r.send_restarts = self.mic.restarts
+        if self.stalls is not None:
+            r.tester_gaps = sum(self.stalls.explains(a, b, GAP_S) for a, b in m.gap_windows)
         if m.first_packet_at is not None:
-            r.gap_log = [(round(at - m.first_packet_at, 3), round(gap, 3)) for at, gap in m.gap_log]
+            r.gap_log = [
+                (round(a - m.first_packet_at, 3), round(b - a, 3))
+                for a, b in m.gap_windows[:GAPS_IN_REPORT]
+            ]
 
 
 def _seconds(value: str | None) -> float | None:

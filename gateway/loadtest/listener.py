@@ -38,7 +38,7 @@ SILENT_PAYLOAD_BYTES = 5
 SILENT_PACKETS_TO_END = 3
 DEFAULT_ENERGY_THRESHOLD = 200.0
 #: Gaps whose time and length are kept per call (all are counted).
-MAX_GAPS_LOGGED = 20
+MAX_GAPS_KEPT = 5_000
 #: A sequence jump larger than this is a new stream, not loss.
 MAX_SEQUENCE_JUMP = 1000
 
@@ -66,8 +66,8 @@ class AgentAudioMonitor:
         self.gaps = 0
         self.max_gap_s = 0.0
         self.lost = 0
-        self.gap_log: list[tuple[float, float]] = []
-        """(time of the packet before the gap, gap length) of the first gaps."""
+        self.gap_windows: list[tuple[float, float]] = []
+        """(arrival of the packet before the gap, arrival of the one after) per gap."""
         self.audible = False
         self.onsets: list[float] = []
         """Times agent audio started (first audible packet after silence)."""
@@ -86,8 +86,8 @@ class AgentAudioMonitor:
             if interval > GAP_S:
                 self.gaps += 1
                 self.max_gap_s = max(self.max_gap_s, interval)
-                if len(self.gap_log) < MAX_GAPS_LOGGED:
-                    self.gap_log.append((self._last_at, interval))
+                if len(self.gap_windows) < MAX_GAPS_KEPT:
+                    self.gap_windows.append((self._last_at, now))
         self._last_at = now
         if self._last_seq is not None:
             jump = (packet.sequence_number - self._last_seq) % 65536

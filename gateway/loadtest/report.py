@@ -21,8 +21,9 @@ from gateway.loadtest.server_stats import ServerStatsLog, StatsReading, cpu_perc
 
 #: A tester process busier than this (% of one core) may be late reading packets.
 SATURATED_CPU_PERCENT = 85.0
-#: Event-loop lag above this can make a 20 ms packet interval look like a > 40 ms gap.
-SATURATED_LAG_S = 0.02
+#: Share of event-loop probes more than 20 ms late (see `worker.LATE_PROBE_S`) above
+#: which the tester's own lag may explain the gaps it reports.
+SATURATED_LATE_PROBES_PERCENT = 1.0
 #: Readings with at least this share of the peak live calls form the steady window.
 STEADY_SHARE = 0.95
 
@@ -62,8 +63,11 @@ class TesterLog:
         per_process: list[float] = []
         peak = 0.0
         lag = 0.0
+        probes = late = 0
         for snaps in self.snapshots.values():
             lag = max([lag] + [s.max_loop_lag_s for s in snaps])
+            probes += snaps[-1].lag_probes
+            late += snaps[-1].late_lag_probes
             if len(snaps) >= 2 and snaps[-1].at_s > snaps[0].at_s:
                 span = snaps[-1].at_s - snaps[0].at_s
                 per_process.append(100.0 * (snaps[-1].cpu_s - snaps[0].cpu_s) / span)
@@ -77,6 +81,7 @@ class TesterLog:
             "cpu_percent_per_process": per_process,
             "cpu_percent_peak_process": peak,
             "max_loop_lag_s": lag,
+            "late_lag_probes_percent": 100.0 * late / probes if probes else 0.0,
         }
 
 
@@ -132,6 +137,7 @@ def build_report(
     outcomes = Counter(r.outcome for r in results)
     intervals = sum(r.frame_intervals for r in results)
     gaps = sum(r.gaps for r in results)
+    tester_gaps = sum(r.tester_gaps for r in results)
     metrics: dict[str, Any] = {}
     for name, _ in METRICS:
         values: list[float] = []
@@ -165,6 +171,8 @@ def build_report(
             "frame_intervals": intervals,
             "gaps": gaps,
             "gap_percent": 100.0 * gaps / intervals if intervals else 0.0,
+            "tester_gaps": tester_gaps,
+            "server_gap_percent": 100.0 * (gaps - tester_gaps) / intervals if intervals else 0.0,
             "calls_with_gaps": sum(1 for r in results if r.gaps),
             "prompts": sum(r.prompts for r in results),
             "replies": sum(len(r.reply_latency_s) for r in results),
@@ -200,10 +208,11 @@ def warnings(report: dict[str, Any]) -> list[str]:
     elif tester["cpu_percent"] >= SATURATED_CPU_PERCENT * tester["cores"]:
         out.append(f"load tester used {tester['cpu_percent']:.0f} % CPU on "
                    f"{tester['cores']} core(s); gaps may be the tester's")  # fmt: skip
-    if tester["max_loop_lag_s"] > SATURATED_LAG_S:
+    if tester["late_lag_probes_percent"] > SATURATED_LATE_PROBES_PERCENT:
         out.append(
-            f"load tester event loop lagged up to {tester['max_loop_lag_s'] * 1000:.0f} ms; "
-            "gaps of that size may be the tester's, not the server's"
+            f"load tester event loop was > 20 ms late in {tester['late_lag_probes_percent']:.1f}"
+            f" % of probes (max {tester['max_loop_lag_s'] * 1000:.0f} ms); some gaps may be "
+            "the tester's, not the server's"
         )
     if tester["send_restarts"]:
         out.append(f"callers fell > 200 ms behind sending {tester['send_restarts']} time(s)")
@@ -225,7 +234,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"calls: {calls['requested']} requested, {calls['completed']} completed, "
         f"{calls['refused']} refused (503), {calls['failed']} failed",
         f"audio: {audio['gaps']} gaps in {audio['frame_intervals']} frame intervals "
-        f"({audio['gap_percent']:.3f} %), {audio['lost_packets']} packets lost, "
+        f"({audio['gap_percent']:.3f} %; {audio['tester_gaps']} explained by the tester's "
+        f"own stalls, leaving {audio['server_gap_percent']:.3f} %), "
+        f"{audio['lost_packets']} packets lost, "
         f"{audio['replies']}/{audio['prompts']} prompts answered",
         "",
         "| metric (ms) | n | median | p95 | max |",
@@ -253,7 +264,9 @@ def format_table(report: dict[str, Any]) -> str:
         )
     lines.append(
         f"tester: {tester['cpu_percent']:.0f} % CPU in {tester['processes']} process(es) "
-        f"on {tester['cores']} core(s), max loop lag {tester['max_loop_lag_s'] * 1000:.0f} ms"
+        f"on {tester['cores']} core(s), loop > 20 ms late in "
+        f"{tester['late_lag_probes_percent']:.1f} % of probes "
+        f"(max {tester['max_loop_lag_s'] * 1000:.0f} ms)"
     )
     lines.extend(f"WARNING: {w}" for w in report["warnings"])
     if calls["errors"]:

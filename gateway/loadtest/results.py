@@ -32,6 +32,7 @@ class CallResult:
     """Offer creation started to the first agent RTP packet received."""
     held_s: float = 0.0
     prompts: int = 0
+    """Prompts spoken and either answered or timed out (not those cut by hang-up)."""
     unanswered: int = 0
     reply_latency_s: list[float] = field(default_factory=list)
     """End of each prompt to the first agent audio (RMS above the threshold)."""
@@ -50,6 +51,8 @@ class CallResult:
     frame_intervals: int = 0
     gaps: int = 0
     max_gap_s: float = 0.0
+    tester_gaps: int = 0
+    """Gaps that the tester's own event-loop stalls explain (see `stalls.py`)."""
     gap_log: list[tuple[float, float]] = field(default_factory=list)
     """(seconds after the first packet, gap length) of the call's first gaps."""
     decoded_packets: int = 0
@@ -71,7 +74,12 @@ class WorkerProgress:
     recent_reply_latency_s: list[float] = field(default_factory=list)
     frame_intervals: int = 0
     gaps: int = 0
+    tester_gaps: int = 0
     cpu_s: float = 0.0
     at_s: float = 0.0
     max_loop_lag_s: float = 0.0
     """Largest event-loop delay seen in the last interval (timer overshoot)."""
+    lag_probes: int = 0
+    """Event-loop probes so far (one per 50 ms)."""
+    late_lag_probes: int = 0
+    """Probes that fired more than 20 ms late."""

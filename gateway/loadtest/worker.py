@@ -25,10 +25,9 @@ from gateway.loadtest.caller import CallSession
 from gateway.loadtest.config import LoadTestConfig
 from gateway.loadtest.prompt import EncodedPrompt, encode_prompt
 from gateway.loadtest.results import CallOutcome, CallResult, WorkerProgress
+from gateway.loadtest.stalls import LoopStalls
 
 logger = logging.getLogger(__name__)
-
-LAG_PROBE_S = 0.05
 
 
 def process_cpu_s() -> float:
@@ -48,7 +47,8 @@ class Worker:
         self._prompt = prompt
         self._live: dict[int, CallSession] = {}
         self._totals = WorkerProgress(worker=worker)
-        self._lag_s = 0.0
+        self.stalls = LoopStalls()
+        self._reported: dict[int, int] = {}  # reply latencies already in a progress line
         self.results: list[CallResult] = []
 
     def progress(self) -> WorkerProgress:
@@ -57,16 +57,20 @@ class Worker:
         snapshot = WorkerProgress(
             worker=t.worker, started=t.started, live=len(self._live), completed=t.completed,
             refused=t.refused, failed=t.failed, replies=t.replies,
-            recent_reply_latency_s=t.recent_reply_latency_s,
+            recent_reply_latency_s=list(t.recent_reply_latency_s),
             frame_intervals=t.frame_intervals, gaps=t.gaps,
-            cpu_s=process_cpu_s(), at_s=time.monotonic(), max_loop_lag_s=self._lag_s,
+            cpu_s=process_cpu_s(), at_s=time.monotonic(),
+            max_loop_lag_s=self.stalls.take_recent_max(),
+            lag_probes=self.stalls.probes, late_lag_probes=self.stalls.late_probes,
         )  # fmt: skip
-        for session in self._live.values():
+        for index, session in self._live.items():
             snapshot.frame_intervals += session.monitor.intervals
             snapshot.gaps += session.monitor.gaps
-            snapshot.replies += len(session.result.reply_latency_s)
+            latencies = session.result.reply_latency_s
+            snapshot.replies += len(latencies)
+            snapshot.recent_reply_latency_s.extend(latencies[self._reported.get(index, 0) :])
+            self._reported[index] = len(latencies)
         t.recent_reply_latency_s = []
-        self._lag_s = 0.0
         return snapshot
 
     async def run(self, t0: float) -> list[CallResult]:
@@ -74,7 +78,7 @@ class Worker:
         if addresses:  # process-wide; empty leaves whatever the process uses
             ice.restrict_host_addresses(addresses)
         connector = aiohttp.TCPConnector(limit=0)
-        probe = asyncio.ensure_future(self._probe_lag())
+        probe = asyncio.ensure_future(self.stalls.watch())
         try:
             async with (
                 aiohttp.ClientSession(connector=connector) as http,
@@ -90,7 +94,7 @@ class Worker:
 
     async def _call(self, http: aiohttp.ClientSession, index: int, t0: float) -> None:
         await asyncio.sleep(max(0.0, t0 + index / self._config.rate - time.monotonic()))
-        session = CallSession(index, self._config, self._prompt)
+        session = CallSession(index, self._config, self._prompt, self.stalls)
         self._live[index] = session
         self._totals.started += 1
         try:
@@ -98,20 +102,15 @@ class Worker:
         finally:
             del self._live[index]
         t = self._totals
+        t.recent_reply_latency_s.extend(result.reply_latency_s[self._reported.pop(index, 0) :])
         t.completed += result.outcome is CallOutcome.COMPLETED
         t.refused += result.outcome is CallOutcome.REFUSED
         t.failed += result.outcome is CallOutcome.FAILED
         t.replies += len(result.reply_latency_s)
         t.frame_intervals += result.frame_intervals
         t.gaps += result.gaps
+        t.tester_gaps += result.tester_gaps
         self.results.append(result)
-
-    async def _probe_lag(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + LAG_PROBE_S
-            await asyncio.sleep(LAG_PROBE_S)
-            self._lag_s = max(self._lag_s, loop.time() - due)
 
 
 def worker_process(
@@ -129,7 +128,10 @@ def worker_process(
     if kind != "start":
         return
     runner = Worker(worker, indices, config, prompt)
-    results = asyncio.run(_run_reporting(runner, t0, pipe.send, config.stats_interval_s))
+    try:
+        results = asyncio.run(_run_reporting(runner, t0, pipe.send, config.stats_interval_s))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group; calls were hung up
+        return
     pipe.send(("results", results))
 
 
