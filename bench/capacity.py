@@ -197,6 +197,25 @@ def capacity(points: list[Point], server: str) -> int:
     return max((p.calls for p in points if p.server == server and p.clean), default=0)
 
 
+def cpu_comparison(points: list[Point]) -> list[str]:
+    """Server CPU per call at the smallest N where neither server was saturated:
+    less sensitive to a noisy machine than the gap threshold."""
+    per_call: dict[int, dict[str, float]] = {}
+    for p in points:
+        if p.server_cpu_percent is not None and p.server_cpu_percent < 90 and p.completed:
+            per_call.setdefault(p.calls, {})[p.server] = p.server_cpu_percent / p.completed
+    both = sorted(n for n, servers in per_call.items() if len(servers) == len(SERVERS))
+    if not both:
+        return []
+    n = both[0]
+    gateway, echo = per_call[n]["gateway"], per_call[n]["echo"]
+    return [
+        f"Server CPU per call at {n} calls: gateway {gateway:.2f} %, plain aiortc echo "
+        f"{echo:.2f} % of a core (echo / gateway = {echo / gateway:.1f}x).",
+        "",
+    ]
+
+
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -227,8 +246,8 @@ def markdown(points: list[Point]) -> str:
         )
     gateway, echo = capacity(points, "gateway"), capacity(points, "echo")
     ratio = f"{gateway / echo:.1f}x" if echo else "n/a"
+    lines += ["", *cpu_comparison(points)]
     lines += [
-        "",
         f"Capacity (gaps not explained by the tester < {GAP_LIMIT_PERCENT} % of frame "
         f"intervals, nothing refused or failed), one core: gateway {gateway} calls, "
         f"plain aiortc echo {echo} calls (ratio {ratio}).",
