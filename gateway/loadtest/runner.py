@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.loadtest.config import LoadTestConfig
 from gateway.loadtest.prompt import encode_prompt
-from gateway.loadtest.report import TesterLog, build_report
+from gateway.loadtest.report import SATURATED_CPU_PERCENT, TesterLog, build_report
 from gateway.loadtest.results import CallResult, WorkerProgress
 from gateway.loadtest.server_stats import ServerStatsLog, cpu_percent, read_stats
 from gateway.loadtest.worker import Worker, worker_process
@@ -31,6 +31,8 @@ WORKER_START_TIMEOUT_S = 60.0
 #: Time between "start" and the first call, so every worker has its t0 in time.
 START_MARGIN_S = 0.2
 JOIN_TIMEOUT_S = 5.0
+#: A loop lag this large in a progress interval is flagged on the progress line.
+LAG_WARNING_S = 0.1
 
 
 class LoadTestError(RuntimeError):
@@ -224,14 +226,17 @@ class _Progress:
         return f" | server {cpu:.0f} % CPU, {readings[-1].rss_bytes / 2**20:.0f} MiB"
 
     def _tester_part(self) -> str:
-        cpu = 0.0
-        lag = 0.0
+        cpu = busiest = lag = 0.0
         for snaps in self._tester.snapshots.values():
             lag = max(lag, snaps[-1].max_loop_lag_s)
             if len(snaps) >= 2 and snaps[-1].at_s > snaps[-2].at_s:
                 a, b = snaps[-2], snaps[-1]
-                cpu += 100.0 * (b.cpu_s - a.cpu_s) / (b.at_s - a.at_s)
-        return f" | tester {cpu:.0f} % CPU, lag {lag * 1000:.0f} ms"
+                process = 100.0 * (b.cpu_s - a.cpu_s) / (b.at_s - a.at_s)
+                cpu, busiest = cpu + process, max(busiest, process)
+        saturated = busiest >= SATURATED_CPU_PERCENT or lag > LAG_WARNING_S
+        return f" | tester {cpu:.0f} % CPU, lag {lag * 1000:.0f} ms" + (
+            " (TESTER SATURATED: gaps may be its own)" if saturated else ""
+        )
 
 
 def failed_calls(report: dict[str, Any]) -> int:
