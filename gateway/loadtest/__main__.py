@@ -1,0 +1,3 @@
+from gateway.loadtest.cli import main
+
+main()
