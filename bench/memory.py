@@ -161,13 +161,15 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(agent: str, port: int, traced: bool) -> AsyncIterator[str]:
+async def gateway_process(
+    agent: str, port: int, traced: bool, session_url: str = "memory://"
+) -> AsyncIterator[str]:
     """A gateway subprocess serving `agent`; yields its base URL."""
     python = [sys.executable]
     if agent == "adk" and not traced:
         args = [
             *python, "-m", "gateway", "--agent", "gateway.agents.scripted:root_agent",
-            "--session-url", "memory://", "--ice-addresses", "127.0.0.1",
+            "--session-url", session_url, "--ice-addresses", "127.0.0.1",
             "--port", str(port), "--max-calls", "200", "--log-level", "WARNING",
         ]  # fmt: skip
     else:
@@ -181,7 +183,7 @@ async def gateway_process(agent: str, port: int, traced: bool) -> AsyncIterator[
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while True:
                     with contextlib.suppress(aiohttp.ClientError):
                         async with http.get(f"{base}/stats") as response:
@@ -219,12 +221,22 @@ def slope(points: list[tuple[int, int]]) -> float:
     return float(np.polyfit(xs, ys, 1)[0])
 
 
-async def measure(agent: str, steps: list[int], settle_s: float, traced: bool) -> dict[str, Any]:
+async def measure(
+    agent: str,
+    steps: list[int],
+    settle_s: float,
+    traced: bool,
+    hold_s: float = 0.0,
+    session_url: str = "memory://",
+) -> dict[str, Any]:
     ice.restrict_host_addresses(["127.0.0.1"])
     port = free_port()
     callers: list[Caller] = []
     points: list[dict[str, Any]] = []
-    async with gateway_process(agent, port, traced) as base, aiohttp.ClientSession() as http:
+    async with (
+        gateway_process(agent, port, traced, session_url) as base,
+        aiohttp.ClientSession() as http,
+    ):
         try:
             warm = [Caller(), Caller()]
             for caller in warm:
@@ -251,6 +263,7 @@ async def measure(agent: str, steps: list[int], settle_s: float, traced: bool) -
                     f" MiB  (callers got >= {reading['packets_in_per_caller']} packets)",
                     flush=True,
                 )
+            hold = await hold_calls(http, base, len(callers), hold_s) if hold_s else None
             top = None
             if traced:
                 async with http.get(f"{base}/bench/top") as response:
@@ -258,7 +271,32 @@ async def measure(agent: str, steps: list[int], settle_s: float, traced: bool) -
         finally:
             await asyncio.gather(*(c.close(http, base) for c in callers))
     fit = slope([(p["calls"], p["rss_bytes"]) for p in points])
-    return {"agent": agent, "points": points, "bytes_per_call": fit, "top": top}
+    return {"agent": agent, "points": points, "bytes_per_call": fit, "hold": hold, "top": top}
+
+
+async def hold_calls(
+    http: aiohttp.ClientSession, base: str, calls: int, hold_s: float
+) -> dict[str, Any]:
+    """Keep the calls going for `hold_s`, reading RSS every 10 s: growth per call-minute
+    (what a long call accumulates: agent turns, session events, buffers)."""
+    readings: list[tuple[float, int]] = []
+    started = time.monotonic()
+    while True:
+        async with http.get(f"{base}/stats") as response:
+            readings.append((time.monotonic() - started, (await response.json())["rss_bytes"]))
+        if readings[-1][0] >= hold_s:
+            break
+        await asyncio.sleep(min(10.0, hold_s - readings[-1][0]))
+    xs = np.array([r[0] for r in readings])
+    ys = np.array([r[1] for r in readings], dtype=np.float64)
+    per_s = float(np.polyfit(xs, ys, 1)[0]) if len(readings) > 1 else 0.0
+    per_call_minute = per_s * 60 / calls if calls else 0.0
+    print(
+        f"held {calls} calls {hold_s:.0f} s: rss {ys[0] / MiB:.1f} -> {ys[-1] / MiB:.1f} MiB,"
+        f" {per_call_minute / 1024:.0f} KiB per call-minute",
+        flush=True,
+    )
+    return {"calls": calls, "readings": readings, "bytes_per_call_minute": per_call_minute}
 
 
 # --- the gateway side of --agent fake and --tracemalloc ---------------------------
@@ -305,8 +343,6 @@ def serve(agent: str, port: int, traced: bool) -> None:
     from gateway.app import add_adk_lifecycle, build_adk_connector, create_app
     from gateway.config import load_settings
 
-    if traced:
-        tracemalloc.start(25)
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(
         {
@@ -324,7 +360,8 @@ def serve(agent: str, port: int, traced: bool) -> None:
         add_adk_lifecycle(app, connector)
     else:
         app = create_app(settings, ToneAgent())
-    if traced:
+    if traced:  # after the imports: only what is allocated from now on is traced
+        tracemalloc.start(12)
         _add_trace_routes(app)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
@@ -365,6 +402,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--steps", default="0,10,20,40", help="calls held at each step")
     parser.add_argument("--agent", choices=("adk", "fake", "both"), default="both")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of audio per step")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="then hold the last step's calls this long"
+    )
+    parser.add_argument(
+        "--session-url", default="memory://", help="the ADK variant's session store"
+    )
     parser.add_argument("--tracemalloc", action="store_true", help="where the memory goes")
     parser.add_argument("--json", type=Path, default=Path("memory.json"))
     parser.add_argument("--quick", action="store_true", help="steps 0,2,4, 2 s (a smoke run)")
@@ -375,7 +418,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.WARNING)
     results = []
     for agent in ("adk", "fake") if args.agent == "both" else (args.agent,):
-        results.append(asyncio.run(measure(agent, steps, args.settle, args.tracemalloc)))
+        results.append(
+            asyncio.run(
+                measure(agent, steps, args.settle, args.tracemalloc, args.hold, args.session_url)
+            )
+        )
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} on {os.cpu_count()} CPUs")
     print("| agent | " + " | ".join(f"{n} calls" for n in steps) + " | per call (fit) |")
