@@ -108,6 +108,11 @@ def rms(samples: np.ndarray[Any, Any]) -> float:
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
 
 
+def stereo_s16(frame: Any) -> np.ndarray[Any, Any]:
+    """The interleaved samples of a decoded (48 kHz stereo s16) frame, without padding."""
+    return np.frombuffer(bytes(frame.planes[0]), dtype="<i2")[: frame.samples * 2]
+
+
 def pcm_rms(pcm: bytes) -> float:
     return rms(np.frombuffer(pcm, dtype="<i2"))
 
@@ -124,13 +129,16 @@ class PacketLog:
     def levels(self) -> list[tuple[float, float]]:
         """(arrival, RMS of the decoded second half) per packet, in sequence order."""
         decoder = OpusDecoder()
-        ordered = sorted(self.packets, key=lambda p: p[1])  # no wrap in a short run
+        if not self.packets:
+            return []
+        first = self.packets[0][1]
+        # Sequence numbers start anywhere and wrap at 2**16: order by the distance from
+        # the first one (a run holds far fewer than 2**15 packets).
+        ordered = sorted(self.packets, key=lambda p: (p[1] - first) % 65536)
         out = []
         for at, _, timestamp, payload in ordered:
             frames = decoder.decode(JitterFrame(data=payload, timestamp=timestamp))
-            samples = np.concatenate(
-                [np.frombuffer(bytes(f.planes[0]), dtype="<i2")[: f.samples * 2] for f in frames]
-            )
+            samples = np.concatenate([stereo_s16(f) for f in frames])
             out.append((at, rms(samples[len(samples) // 2 :])))
         return out
 
@@ -409,6 +417,14 @@ async def adk_run(client: Any, trials: int, rng: random.Random) -> BenchCall:
 # --- analysis ---------------------------------------------------------------------
 
 
+def is_loud(level: float) -> bool:
+    return level >= LOUD_RMS
+
+
+def is_silent(level: float) -> bool:
+    return level < SILENT_RMS
+
+
 def packet_onsets(levels: list[tuple[float, float]]) -> list[float]:
     """Arrival of each loud packet that follows a silent one."""
     return [
@@ -478,16 +494,16 @@ def analyse(call: BenchCall, agent: str) -> list[Series]:
     up_seam = Series(f"{agent}: uplink tap -> seam")
     up_model = Series(f"{agent}: uplink tap -> model")
     for onset in packet_onsets(call.gateway_in.levels()):
-        loud = lambda level: level >= LOUD_RMS  # noqa: E731
-        up_seam.add(onset, first_after(MARKS.chunks.get("seam", []), onset, loud))
+        up_seam.add(onset, first_after(MARKS.chunks.get("seam", []), onset, is_loud))
         if agent == "adk":
-            up_model.add(onset, first_after(MARKS.chunks.get("model", []), onset, loud))
+            up_model.add(onset, first_after(MARKS.chunks.get("model", []), onset, is_loud))
     wire = call.caller_in.levels()
     series = [up_seam] + ([up_model] if agent == "adk" else [])
-    for kind, label, before_ok, after_ok in (
-        ("audio", "downlink", lambda x: x < SILENT_RMS, lambda x: x >= LOUD_RMS),
-        ("interrupted", "barge-in", lambda x: x >= LOUD_RMS, lambda x: x < SILENT_RMS),
-    ):
+    trials: list[tuple[str, str, Callable[[float], bool], Callable[[float], bool]]] = [
+        ("audio", "downlink", is_silent, is_loud),
+        ("interrupted", "barge-in", is_loud, is_silent),
+    ]
+    for kind, label, before_ok, after_ok in trials:
         emit_seam = Series(f"{agent}: {label} emit -> seam")
         seam_wire = Series(f"{agent}: {label} seam -> wire")
         emit_wire = Series(f"{agent}: {label} emit -> wire")
@@ -528,7 +544,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             connector = AdkAgentConnector(
                 timed_scripted_agent(),
-                InMemorySessionService(),  # type: ignore[no-untyped-call]
+                InMemorySessionService(),
                 app_name="bench",
             )
         client = TestClient(TestServer(create_app(settings, SeamConnector(connector))))
