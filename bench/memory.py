@@ -1,0 +1,443 @@
+"""Resident memory per additional call: a gateway subprocess, callers in this process.
+
+    python -m bench.memory [--steps 0,10,20,40] [--agent adk|fake|both] [--json memory.json]
+
+`adk`: the real command line, `python -m gateway --agent gateway.agents.scripted:root_agent
+--session-url memory://` (ADK's runner and live flow, the scripted live model).
+`fake`: the same gateway (`create_app`) serving a fake agent at our seam
+(`gateway.agent_api`) that answers every 20 ms of caller audio with 20 ms of tone,
+so ADK's share is the difference between the two.
+
+Audio flows both ways in every call: each caller loops 0.5 s of tone and 0.5 s of
+silence (the scripted model answers each burst with a tone and is interrupted by the
+next one). The callers' receivers drop packets without decoding them (a tap in place
+of the jitter buffer), to keep this process light.
+
+For each step the number of held calls is raised to N, audio flows for `--settle`
+seconds, then `GET /stats` is read 3 times 1 s apart (median rss_bytes). The slope
+is a least-squares fit of RSS against calls. A warm-up call runs first and is hung
+up, so lazy imports and first-call caches are in the 0-call baseline.
+
+`--tracemalloc` (fake or adk) starts the gateway under `python -X tracemalloc=1` via
+`bench.memory serve` and prints the allocation sites that grew most between the
+first and the last step (Python allocations only; libopus, libswresample and OpenSSL
+allocate outside Python's view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from aiohttp import web  # noqa: E402
+from aiortc import (  # noqa: E402
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
+from gateway import ice, peer  # noqa: E402
+from gateway.agent_api import AgentAudio, AgentEvent, Modality  # noqa: E402
+from gateway.audio_format import AGENT_OUTPUT_RATE_HZ  # noqa: E402
+from gateway.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
+
+RATE_HZ = 48_000
+FRAME_SAMPLES = 960
+MiB = 1 << 20
+
+
+def _pattern_frames() -> list[np.ndarray[Any, Any]]:
+    """0.5 s of 300 Hz tone then 0.5 s of silence, as 20 ms mono s16 frames."""
+    t = np.arange(RATE_HZ // 2) / RATE_HZ
+    tone = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
+    pcm = np.concatenate([tone, np.zeros(RATE_HZ // 2, dtype="<i2")])
+    return [pcm[i : i + FRAME_SAMPLES].reshape(1, -1) for i in range(0, len(pcm), FRAME_SAMPLES)]
+
+
+PATTERN = _pattern_frames()
+
+
+class LoopingMicTrack(MediaStreamTrack):
+    """A caller's microphone: the tone/silence pattern, looped, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: float | None = None
+        self._index = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._index * FRAME_SAMPLES / RATE_HZ
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        frame = av.AudioFrame.from_ndarray(
+            PATTERN[self._index % len(PATTERN)], format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE_HZ
+        frame.pts = self._index * FRAME_SAMPLES
+        frame.time_base = fractions.Fraction(1, RATE_HZ)
+        self._index += 1
+        return frame
+
+
+class _CountingTap:
+    """In place of the caller receiver's jitter buffer: counts packets, decodes nothing."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+    def add(self, packet: object) -> tuple[bool, None]:
+        self.packets += 1
+        return False, None
+
+
+@dataclass
+class Caller:
+    pc: RTCPeerConnection = field(
+        default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    )
+    tap: _CountingTap = field(default_factory=_CountingTap)
+    location: str | None = None
+
+    async def connect(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.pc.addTrack(LoopingMicTrack())
+        self.pc.createDataChannel("events")
+        setattr(self.pc.getTransceivers()[0].receiver, JITTER_BUFFER_ATTR, self.tap)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with http.post(
+            f"{base}/calls",
+            data=self.pc.localDescription.sdp,
+            headers={"Content-Type": "application/sdp"},
+        ) as response:
+            if response.status != 201:
+                raise RuntimeError(f"offer refused: {response.status} {await response.text()}")
+            self.location = response.headers["Location"]
+            answer = await response.text()
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        async with asyncio.timeout(15):
+            while self.pc.connectionState != "connected":
+                await asyncio.sleep(0.05)
+
+    async def close(self, http: aiohttp.ClientSession, base: str) -> None:
+        if self.location is not None:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.delete(f"{base}{self.location}"):
+                    pass
+        await peer.close_quietly(self.pc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(
+    agent: str, port: int, traced: bool, session_url: str = "memory://"
+) -> AsyncIterator[str]:
+    """A gateway subprocess serving `agent`; yields its base URL."""
+    python = [sys.executable]
+    if agent == "adk" and not traced:
+        args = [
+            *python, "-m", "gateway", "--agent", "gateway.agents.scripted:root_agent",
+            "--session-url", session_url, "--ice-addresses", "127.0.0.1",
+            "--port", str(port), "--max-calls", "200", "--log-level", "WARNING",
+        ]  # fmt: skip
+    else:
+        args = [*python, "-m", "bench.memory", "serve", "--agent", agent, "--port", str(port)]
+        if traced:
+            args.append("--tracemalloc")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for key in [k for k in env if k.startswith(("GOOGLE_", "GATEWAY_"))]:
+        del env[key]
+    process = subprocess.Popen(args, cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(60):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"{base}/stats") as response:
+                            if response.status == 200:
+                                break
+                    if process.poll() is not None:
+                        raise RuntimeError(f"gateway exited with {process.returncode}")
+                    await asyncio.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def read_rss(http: aiohttp.ClientSession, base: str, readings: int = 3) -> dict[str, Any]:
+    values, calls = [], 0
+    for i in range(readings):
+        if i:
+            await asyncio.sleep(1.0)
+        async with http.get(f"{base}/stats") as response:
+            stats = await response.json()
+        values.append(stats["rss_bytes"])
+        calls = stats["calls"]
+    return {"calls": calls, "rss_bytes": int(statistics.median(values))}
+
+
+def slope(points: list[tuple[int, int]]) -> float:
+    """Least-squares bytes per call."""
+    xs = np.array([p[0] for p in points], dtype=np.float64)
+    ys = np.array([p[1] for p in points], dtype=np.float64)
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+async def measure(
+    agent: str,
+    steps: list[int],
+    settle_s: float,
+    traced: bool,
+    hold_s: float = 0.0,
+    session_url: str = "memory://",
+) -> dict[str, Any]:
+    ice.restrict_host_addresses(["127.0.0.1"])
+    port = free_port()
+    callers: list[Caller] = []
+    points: list[dict[str, Any]] = []
+    async with (
+        gateway_process(agent, port, traced, session_url) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        try:
+            warm = [Caller(), Caller()]
+            for caller in warm:
+                await caller.connect(http, base)
+            await asyncio.sleep(settle_s)
+            for caller in warm:
+                await caller.close(http, base)
+            await asyncio.sleep(1.0)
+            if traced:
+                await http.post(f"{base}/bench/snapshot")
+            for target in steps:
+                while len(callers) < target:
+                    batch = [Caller() for _ in range(min(5, target - len(callers)))]
+                    callers += batch
+                    await asyncio.gather(*(c.connect(http, base) for c in batch))
+                await asyncio.sleep(settle_s)
+                reading = await read_rss(http, base)
+                reading["packets_in_per_caller"] = (
+                    min(c.tap.packets for c in callers) if callers else 0
+                )
+                points.append(reading)
+                print(
+                    f"{agent}: {reading['calls']:>3} calls  rss {reading['rss_bytes'] / MiB:7.1f}"
+                    f" MiB  (callers got >= {reading['packets_in_per_caller']} packets)",
+                    flush=True,
+                )
+            hold = await hold_calls(http, base, len(callers), hold_s) if hold_s else None
+            top = None
+            if traced:
+                async with http.get(f"{base}/bench/top") as response:
+                    top = await response.text()
+        finally:
+            await asyncio.gather(*(c.close(http, base) for c in callers))
+    fit = slope([(p["calls"], p["rss_bytes"]) for p in points])
+    return {"agent": agent, "points": points, "bytes_per_call": fit, "hold": hold, "top": top}
+
+
+async def hold_calls(
+    http: aiohttp.ClientSession, base: str, calls: int, hold_s: float
+) -> dict[str, Any]:
+    """Keep the calls going for `hold_s`, reading RSS every 10 s: growth per call-minute
+    (what a long call accumulates: agent turns, session events, buffers)."""
+    readings: list[tuple[float, int]] = []
+    started = time.monotonic()
+    while True:
+        async with http.get(f"{base}/stats") as response:
+            readings.append((time.monotonic() - started, (await response.json())["rss_bytes"]))
+        if readings[-1][0] >= hold_s:
+            break
+        await asyncio.sleep(min(10.0, hold_s - readings[-1][0]))
+    xs = np.array([r[0] for r in readings])
+    ys = np.array([r[1] for r in readings], dtype=np.float64)
+    per_s = float(np.polyfit(xs, ys, 1)[0]) if len(readings) > 1 else 0.0
+    per_call_minute = per_s * 60 / calls if calls else 0.0
+    print(
+        f"held {calls} calls {hold_s:.0f} s: rss {ys[0] / MiB:.1f} -> {ys[-1] / MiB:.1f} MiB,"
+        f" {per_call_minute / 1024:.0f} KiB per call-minute",
+        flush=True,
+    )
+    return {"calls": calls, "readings": readings, "bytes_per_call_minute": per_call_minute}
+
+
+# --- the gateway side of --agent fake and --tracemalloc ---------------------------
+
+
+@dataclass
+class ToneSession:
+    """Answers each chunk of caller audio with as much tone, as it arrives."""
+
+    session_id: str = "memory-bench"
+    queue: asyncio.Queue[AgentEvent | None] = field(default_factory=lambda: asyncio.Queue(64))
+    reply: bytes = b""
+
+    def send_audio(self, pcm: bytes) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(AgentAudio(self.reply[: len(pcm) * 3 // 2]))
+
+    def send_text(self, text: str) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[AgentEvent]:
+        while (event := await self.queue.get()) is not None:
+            yield event
+
+
+class ToneAgent:
+    def __init__(self) -> None:
+        t = np.arange(AGENT_OUTPUT_RATE_HZ // 10) / AGENT_OUTPUT_RATE_HZ
+        self._reply = (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+    @contextlib.asynccontextmanager
+    async def open_session(
+        self, *, user_id: str, session_id: str | None, modality: Modality
+    ) -> AsyncIterator[ToneSession]:
+        session = ToneSession(reply=self._reply)
+        try:
+            yield session
+        finally:
+            session.queue.put_nowait(None)
+
+
+def serve(agent: str, port: int, traced: bool) -> None:
+    """A gateway like the command line's, serving `agent`, with tracemalloc routes."""
+    from gateway.app import add_adk_lifecycle, build_adk_connector, create_app
+    from gateway.config import load_settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_settings(
+        {
+            "ice_addresses": "127.0.0.1",
+            "port": port,
+            "max_calls": 200,
+            "agent": "gateway.agents.scripted:root_agent",
+            "session_url": "memory://",
+        },
+        environ={},
+    )
+    if agent == "adk":
+        connector = build_adk_connector(settings)
+        app = create_app(settings, connector)
+        add_adk_lifecycle(app, connector)
+    else:
+        app = create_app(settings, ToneAgent())
+    if traced:  # after the imports: only what is allocated from now on is traced
+        tracemalloc.start(12)
+        _add_trace_routes(app)
+    web.run_app(app, host="127.0.0.1", port=port, print=None)
+
+
+def _add_trace_routes(app: web.Application) -> None:
+    baseline: list[tracemalloc.Snapshot] = []
+
+    async def snapshot(_: web.Request) -> web.Response:
+        baseline[:] = [tracemalloc.take_snapshot()]
+        return web.Response(text="ok")
+
+    async def top(_: web.Request) -> web.Response:
+        current = tracemalloc.take_snapshot()
+        lines = [f"traced now {tracemalloc.get_traced_memory()[0] / MiB:.1f} MiB"]
+        if baseline:
+            diff = current.compare_to(baseline[0], "traceback")
+            for stat in diff[:25]:
+                lines.append(f"{stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+7d} blocks")
+                lines += ["      " + line for line in stat.traceback.format(limit=6)]
+        return web.Response(text="\n".join(lines))
+
+    app.router.add_post("/bench/snapshot", snapshot)
+    app.router.add_get("/bench/top", top)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        sp = argparse.ArgumentParser()
+        sp.add_argument("serve")
+        sp.add_argument("--agent", choices=("adk", "fake"), default="fake")
+        sp.add_argument("--port", type=int, required=True)
+        sp.add_argument("--tracemalloc", action="store_true")
+        sargs = sp.parse_args(argv)
+        serve(sargs.agent, sargs.port, sargs.tracemalloc)
+        return []
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", default="0,10,20,40", help="calls held at each step")
+    parser.add_argument("--agent", choices=("adk", "fake", "both"), default="both")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds of audio per step")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="then hold the last step's calls this long"
+    )
+    parser.add_argument(
+        "--session-url", default="memory://", help="the ADK variant's session store"
+    )
+    parser.add_argument("--tracemalloc", action="store_true", help="where the memory goes")
+    parser.add_argument("--json", type=Path, default=Path("memory.json"))
+    parser.add_argument("--quick", action="store_true", help="steps 0,2,4, 2 s (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.settle = "0,2,4", 2.0
+    steps = [int(s) for s in args.steps.split(",")]
+    logging.basicConfig(level=logging.WARNING)
+    results = []
+    for agent in ("adk", "fake") if args.agent == "both" else (args.agent,):
+        results.append(
+            asyncio.run(
+                measure(agent, steps, args.settle, args.tracemalloc, args.hold, args.session_url)
+            )
+        )
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} on {os.cpu_count()} CPUs")
+    print("| agent | " + " | ".join(f"{n} calls" for n in steps) + " | per call (fit) |")
+    print("| --- |" + " ---: |" * (len(steps) + 1))
+    for r in results:
+        cells = " | ".join(f"{p['rss_bytes'] / MiB:.1f} MiB" for p in r["points"])
+        print(f"| {r['agent']} | {cells} | {r['bytes_per_call'] / MiB:.2f} MiB |")
+    for r in results:
+        if r["top"]:
+            print(f"\n--- {r['agent']}: Python allocations grown since the 0-call baseline ---")
+            print(r["top"])
+    args.json.write_text(json.dumps({"load_average": load, "results": results}, indent=2))
+    print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
