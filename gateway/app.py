@@ -90,6 +90,23 @@ def _add_client_routes(app: web.Application) -> None:
     app.router.add_static("/client/", CLIENT_DIR)
 
 
+class StartupError(Exception):
+    """The gateway cannot start; the message says why, in one line fit for an operator."""
+
+
+def load_adk_connector(settings: Settings) -> AdkAgentConnector:
+    """`build_adk_connector`, with every configuration mistake as a `StartupError`."""
+    from gateway.adk.live_config import LiveConfigError
+    from gateway.adk.sessions import SessionStoreError
+
+    try:
+        return build_adk_connector(settings)
+    except (LiveConfigError, SessionStoreError) as exc:
+        raise StartupError(str(exc)) from None
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise StartupError(f"cannot load agent {settings.agent!r}: {exc}") from None
+
+
 def build_adk_connector(settings: Settings) -> AdkAgentConnector:
     """The real agent: the configured ADK agent behind ADK's runner, its conversations
     in the session store at `settings.session_url`, Gemini Live settings from

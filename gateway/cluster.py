@@ -55,12 +55,6 @@ class ForwardedError(GatewayError):
         self.http_status = http_status
 
 
-def split_capacity(max_calls: int, workers: int) -> tuple[int, ...]:
-    """Each worker's share of `max_calls`, as equal as integers allow."""
-    base, extra = divmod(max_calls, workers)
-    return tuple(base + (1 if i < extra else 0) for i in range(workers))
-
-
 @dataclass(frozen=True, slots=True)
 class Membership:
     """Where this worker stands: its index, every worker's share, the shared board."""

@@ -1,0 +1,120 @@
+"""One worker process of a multi-process gateway (`python -m gateway.worker`).
+
+Started by the supervisor (`gateway.workers`) with a `WorkerSpec` in its environment:
+serves the whole gateway app on the inherited listening socket(s), its own calls to
+its siblings on a unix socket, marks itself on the load board, then says `ready`
+on the status pipe (or the reason it cannot start, and exits 1). SIGTERM/SIGINT
+stop it gracefully; so does its supervisor's death (PR_SET_PDEATHSIG on Linux, and
+a poll of the parent pid everywhere). The composition root of a worker: imports
+everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.agent_bridge import AdkAgentConnector
+from gateway.app import StartupError, add_adk_lifecycle, create_app, load_adk_connector
+from gateway.board import LoadBoard
+from gateway.cluster import LOCAL_CALLS_KEY, Membership, internal_app
+from gateway.config import Settings
+from gateway.workers import SPEC_ENV, WorkerSpec, report_status
+
+logger = logging.getLogger(__name__)
+
+#: Bound on in-flight HTTP requests at shutdown (calls are hung up separately).
+HTTP_SHUTDOWN_TIMEOUT_S = 5.0
+#: How often a worker checks that its supervisor is still there.
+PARENT_POLL_S = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    spec = WorkerSpec.from_json(os.environ.pop(SPEC_ENV))
+    _stop_with_parent()
+    settings = Settings.model_validate(spec.settings)
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s [worker {spec.index}] %(name)s: %(message)s",
+    )
+    try:
+        connector = load_adk_connector(settings)
+        asyncio.run(_serve(spec, settings, connector))
+    except StartupError as exc:
+        report_status(spec.status_fd, error=str(exc))
+        sys.exit(1)
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (best effort elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnector) -> None:
+    from gateway.adk.sessions import SessionStoreError
+
+    board = LoadBoard(spec.board_fd, len(spec.shares))
+    member = Membership(spec.index, spec.shares, Path(spec.socket_dir), board)
+    app = create_app(settings, connector, member)
+    add_adk_lifecycle(app, connector)
+    public = web.AppRunner(app, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
+    private = web.AppRunner(
+        internal_app(app[LOCAL_CALLS_KEY], max_offer_bytes=settings.max_offer_bytes),
+        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    socket_path = member.socket_path(spec.index)
+    try:
+        try:
+            await public.setup()  # checks the session store (worker 0 creates its tables)
+        except SessionStoreError as exc:
+            raise StartupError(str(exc)) from None
+        await private.setup()
+        await web.UnixSite(private, socket_path).start()
+        for fd in spec.listen_fds:
+            await web.SockSite(public, socket.socket(fileno=fd)).start()
+        board.set_calls(spec.index, 0)
+        board.set_serving(spec.index, os.getpid())
+        report_status(spec.status_fd, ready=os.getpid())
+        await _until_stopped(stop, spec.parent_pid)
+    finally:
+        board.clear(spec.index)  # siblings stop placing calls here
+        await public.cleanup()  # stops accepting, hangs up this worker's calls
+        await private.cleanup()
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+        board.close()
+    # Checked after the clean-up: at the death signal the supervisor may not be
+    # entirely gone yet (its threads exit one by one).
+    if os.getppid() != spec.parent_pid:  # nobody else will clean up: leave nothing behind
+        shutil.rmtree(spec.socket_dir, ignore_errors=True)
+
+
+async def _until_stopped(stop: asyncio.Event, parent_pid: int) -> None:
+    """Wait for SIGTERM/SIGINT or the supervisor's death."""
+    while os.getppid() == parent_pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
+        if stop.is_set():
+            return
+    logger.warning("the supervisor (pid %d) is gone; stopping", parent_pid)
+
+
+if __name__ == "__main__":
+    main()
