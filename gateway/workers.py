@@ -72,7 +72,9 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         raw = json.loads(text)
-        return cls(**{**raw, "shares": tuple(raw["shares"]), "listen_fds": tuple(raw["listen_fds"])})
+        return cls(
+            **{**raw, "shares": tuple(raw["shares"]), "listen_fds": tuple(raw["listen_fds"])}
+        )
 
 
 def report_status(status_fd: int, **status: object) -> None:
@@ -131,7 +133,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address[:1] + (port,) + address[2:])
+            sock.bind((address[0], port, *address[2:]))
             sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()
@@ -304,9 +306,8 @@ async def _first_line(read_fd: int) -> bytes:
     """The first line a worker writes on its status pipe (b"" if it exits first)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), open(read_fd, "rb", buffering=0)
-    )
+    pipe = os.fdopen(read_fd, "rb", buffering=0)  # owned (and closed) by the transport
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         return await reader.readline()
     finally:
