@@ -214,8 +214,6 @@ async def _error_from(response: aiohttp.ClientResponse) -> GatewayError:
         return AtCapacity(message, retry_after_s)
     if code == AgentUnavailable.code:
         return AgentUnavailable(message, retry_after_s)
-    if response.status == 404:
-        return UnknownCall(message)
     return ForwardedError(code, response.status, message)
 
 

@@ -93,7 +93,12 @@ def run_workers(settings: Settings) -> None:
     if workers < settings.workers:
         logger.info("max_calls %d: starting %d workers, not %d", settings.max_calls, workers,
                     settings.workers)  # fmt: skip
-    shares = tuple(split_capacity(settings.max_calls, workers))
+    if settings.session_url.startswith("memory"):
+        logger.warning(
+            "session_url memory:// keeps each worker's conversations to itself: "
+            "a session_id may be unknown to the worker a later call lands on"
+        )
+    shares = split_capacity(settings.max_calls, workers)
     sockets = listen(settings.host, settings.port)
     board = LoadBoard.create(workers)
     try:
