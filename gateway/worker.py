@@ -3,8 +3,8 @@
 Started by the supervisor (`gateway.workers`) with a `WorkerSpec` in its environment:
 serves the whole gateway app on the inherited listening socket(s), its own calls to
 its siblings on a unix socket, marks itself on the load board, then says `ready`
-on the status pipe (or the reason it cannot start, and exits 1). SIGTERM/SIGINT
-stop it gracefully; so does its supervisor's death (PR_SET_PDEATHSIG on Linux, and
+on the status pipe (or the reason it cannot start, and exits 1). SIGTERM
+stops it gracefully; so does its supervisor's death (PR_SET_PDEATHSIG on Linux, and
 a poll of the parent pid everywhere). The composition root of a worker: imports
 everything.
 """
@@ -41,6 +41,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group; the supervisor relays it as SIGTERM,
+    # so a worker still importing does not die mid-way with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if SPEC_ENV not in os.environ:
+        sys.exit("gateway.worker is started by `python -m gateway --workers N`")
     spec = WorkerSpec.from_json(os.environ.pop(SPEC_ENV))
     _stop_with_parent()
     settings = Settings.model_validate(spec.settings)
@@ -77,8 +82,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     socket_path = member.socket_path(spec.index)
     try:
         try:
@@ -107,7 +111,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
 
 
 async def _until_stopped(stop: asyncio.Event, parent_pid: int) -> None:
-    """Wait for SIGTERM/SIGINT or the supervisor's death."""
+    """Wait for SIGTERM or the supervisor's death."""
     while os.getppid() == parent_pid:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PARENT_POLL_S)

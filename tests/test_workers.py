@@ -4,7 +4,8 @@ Pins down, with real processes and real aiortc callers over loopback (scripted a
 - calls are spread over every worker (the answer's `X-Gateway-Worker` names the
   owner; `/stats` lists every worker with its calls), and each call is answered;
 - PATCH and DELETE of a call work whichever worker receives them; unknown,
-  malformed and foreign-looking call ids are 404 on every worker;
+  malformed and foreign-looking call ids are 404 on every worker; the WebSocket
+  transport and the web client page work on every worker;
 - past `--max-calls` (over all workers) an offer gets 503 with `Retry-After` on
   every worker, the calls in progress keep their audio, and a freed slot is reused;
 - SIGTERM on the supervisor stops every worker; SIGKILL on it makes the workers
@@ -194,6 +195,14 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
                     async with on_worker.patch(f"{gateway.base}/calls/{unknown}", data=frag,
                                                headers=SDPFRAG) as response:  # fmt: skip
                         assert response.status == 404, unknown
+                # The WebSocket transport and the web client work on every worker too.
+                async with on_worker.ws_connect(
+                    f"{gateway.base}/ws/u1?is_audio=true&events=1"
+                ) as ws:
+                    assert (await ws.receive_json(timeout=20))["type"] == "session"
+                async with on_worker.get(f"{gateway.base}/") as response:
+                    assert response.status == 200
+                    assert "<html" in (await response.text()).lower()
 
 
 async def test_full_gateway_refuses_and_keeps_its_calls(tmp_path: Path) -> None:
