@@ -10,7 +10,7 @@ Pins down, with real processes and real aiortc callers over loopback (scripted a
   every worker, the calls in progress keep their audio, and a freed slot is reused;
 - SIGTERM on the supervisor stops every worker; SIGKILL on it makes the workers
   exit by themselves; a worker that dies is replaced;
-- a port in use stops start-up with a one-line reason.
+- an agent that cannot load or a port in use stops start-up with a one-line reason.
 """
 
 from __future__ import annotations
@@ -276,18 +276,27 @@ async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
         assert f"(pid {victim}) exited with status -9; restarting" in gateway.log.read_text()
 
 
-async def test_port_in_use_stops_start_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--agent", "no_such_module:agent"], "cannot load agent 'no_such_module:agent'"),
+        (["--port", "{taken}"], "cannot listen on 127.0.0.1:{taken}"),
+    ],
+)
+async def test_start_up_errors_stop_with_one_line(args: list[str], reason: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = str(taken.getsockname()[1])
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--workers", "2", "--host", "127.0.0.1",
-            "--port", str(taken.getsockname()[1]), "--session-url", "memory://",
+            "--port", str(free_port()), "--session-url", "memory://",
+            *(a.format(taken=port) for a in args),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             output = (await process.communicate())[0].decode()
     assert process.returncode not in (0, None)
     last = output.strip().splitlines()[-1]
-    assert last.startswith("adk-webrtc-gateway: cannot listen on 127.0.0.1:")
+    assert last.startswith("adk-webrtc-gateway: " + reason.format(taken=port)), output
     assert "Traceback" not in output
