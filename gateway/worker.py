@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -38,6 +39,9 @@ HTTP_SHUTDOWN_TIMEOUT_S = 5.0
 #: How often a worker checks that its supervisor is still there.
 PARENT_POLL_S = 1.0
 _PR_SET_PDEATHSIG = 1
+#: The signal a worker gets when its supervisor dies: not SIGTERM, so the worker
+#: knows it must clean up what the supervisor no longer can.
+ORPHANED_SIGNAL = signal.SIGUSR1
 
 
 def main() -> None:
@@ -62,10 +66,23 @@ def main() -> None:
 
 
 def _stop_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the supervisor dies (best effort elsewhere)."""
+    """Ask Linux to send `ORPHANED_SIGNAL` when the supervisor dies (elsewhere the
+    parent-pid poll notices)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, ORPHANED_SIGNAL)
+
+
+class _Stop:
+    """Why the worker stops: asked (SIGTERM) or orphaned (its supervisor died)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.orphaned = False
+
+    def __call__(self, *, orphaned: bool = False) -> None:
+        self.orphaned |= orphaned
+        self.event.set()
 
 
 async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnector) -> None:
@@ -80,9 +97,10 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
         internal_app(app[LOCAL_CALLS_KEY], max_offer_bytes=settings.max_offer_bytes),
         shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S,
     )
-    stop = asyncio.Event()
+    stop = _Stop()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(stop, orphaned=True))
     socket_path = member.socket_path(spec.index)
     try:
         try:
@@ -104,20 +122,21 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
         with contextlib.suppress(OSError):
             os.unlink(socket_path)
         board.close()
-    # Checked after the clean-up: at the death signal the supervisor may not be
-    # entirely gone yet (its threads exit one by one).
-    if os.getppid() != spec.parent_pid:  # nobody else will clean up: leave nothing behind
+    if stop.orphaned:  # nobody else will clean up: leave nothing behind
         shutil.rmtree(spec.socket_dir, ignore_errors=True)
 
 
-async def _until_stopped(stop: asyncio.Event, parent_pid: int) -> None:
+async def _until_stopped(stop: _Stop, parent_pid: int) -> None:
     """Wait for SIGTERM or the supervisor's death."""
     while os.getppid() == parent_pid:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
-        if stop.is_set():
-            return
-    logger.warning("the supervisor (pid %d) is gone; stopping", parent_pid)
+            await asyncio.wait_for(stop.event.wait(), PARENT_POLL_S)
+        if stop.event.is_set():
+            break
+    else:
+        stop(orphaned=True)
+    if stop.orphaned:
+        logger.warning("the supervisor (pid %d) is gone; stopping", parent_pid)
 
 
 if __name__ == "__main__":

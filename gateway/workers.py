@@ -8,7 +8,7 @@ Worker 0 starts alone and checks (creating) the session store before its sibling
 start, so they never race to create its tables. A worker that fails to start stops
 the gateway with the worker's reason; one that dies later is logged and restarted,
 at most `MAX_RESTARTS` times in `RESTART_WINDOW_S` before the gateway gives up.
-SIGINT/SIGTERM stop every worker gracefully (calls hung up), bounded by
+SIGINT/SIGTERM/SIGHUP stop every worker gracefully (calls hung up), bounded by
 `STOP_TIMEOUT_S`; workers also stop by themselves when this process dies.
 
 Also the worker's start-up contract (`WorkerSpec`, the status pipe). Stays light: imports
@@ -172,7 +172,7 @@ class Supervisor:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, stop.set)
         keepers: list[asyncio.Task[None]] = []
         stopped = asyncio.create_task(stop.wait(), name="supervisor/stop")

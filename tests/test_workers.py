@@ -9,7 +9,7 @@ Pins down, with real processes and real aiortc callers over loopback (scripted a
 - past `--max-calls` (over all workers) an offer gets 503 with `Retry-After` on
   every worker, the calls in progress keep their audio, and a freed slot is reused;
 - SIGTERM on the supervisor stops every worker; SIGKILL on it makes the workers
-  exit by themselves; a worker that dies is replaced;
+  exit by themselves, removing their private sockets; a worker that dies is replaced;
 - an agent that cannot load or a port in use stops start-up with a one-line reason.
 """
 
@@ -251,14 +251,30 @@ async def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     assert "Traceback" not in gateway.log.read_text()
 
 
+def unix_socket_paths(pid: int) -> set[Path]:
+    """The paths of the unix sockets process `pid` has open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    with open("/proc/net/unix", encoding="ascii") as table:
+        rows = [line.split() for line in table.read().splitlines()[1:]]
+    return {Path(row[7]) for row in rows if len(row) > 7 and row[6] in inodes}
+
+
 async def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway:
         pids = await gateway.worker_pids()
+        private_dirs = {path.parent for pid in pids for path in unix_socket_paths(pid)}
+        assert len(private_dirs) == 1
         gateway.process.kill()
         await gateway.process.wait()
         async with asyncio.timeout(10):
             while any(alive(pid) for pid in pids):
                 await asyncio.sleep(0.1)
+        assert not any(d.exists() for d in private_dirs)  # the workers cleaned up
 
 
 async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
