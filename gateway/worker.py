@@ -45,9 +45,10 @@ ORPHANED_SIGNAL = signal.SIGUSR1
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group; the supervisor relays it as SIGTERM,
-    # so a worker still importing does not die mid-way with a traceback.
+    # Ctrl-C (and a closed terminal's SIGHUP) reach the whole process group; the
+    # supervisor relays them as SIGTERM, so a worker stops once, gracefully.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if SPEC_ENV not in os.environ:
         sys.exit("gateway.worker is started by `python -m gateway --workers N`")
     spec = WorkerSpec.from_json(os.environ.pop(SPEC_ENV))
