@@ -2,6 +2,8 @@
 
 `create_app` takes any `AgentConnector`, so tests wire fakes through the same
 function the command line uses with the real ADK connector (`build_adk_connector`).
+Given a `Membership`, the app is one worker of a multi-process gateway (`workers.py`):
+its calls are its share of the capacity and the rest are reached through `cluster`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from aiohttp import web
 
 from gateway import ice, signaling
 from gateway.agent_api import AgentConnector
-from gateway.calls import CallManager
+from gateway.calls import CallManager, CallService
+from gateway.cluster import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.websocket_transport import add_websocket_routes
 
@@ -30,30 +33,46 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 CONNECTOR_KEY = web.AppKey("connector", AgentConnector)
 
 
-def create_app(settings: Settings, connector: AgentConnector) -> web.Application:
-    """The gateway's aiohttp app, serving `connector`'s agent."""
+def create_app(
+    settings: Settings, connector: AgentConnector, member: Membership | None = None
+) -> web.Application:
+    """The gateway's aiohttp app, serving `connector`'s agent (as worker `member`)."""
     ice.restrict_host_addresses(settings.ice_addresses)
     app = web.Application(middlewares=[signaling.error_middleware])
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
+    max_calls = settings.max_calls if member is None else member.share
     manager = CallManager(
         connector,
         ice.rtc_configuration(settings.ice_servers),
-        max_calls=settings.max_calls,
+        max_calls=max_calls,
         setup_timeout_s=settings.call_setup_timeout_s,
         allow_loopback_candidates=any(
             ipaddress.ip_address(a).is_loopback for a in settings.ice_addresses
         ),
+        worker=0 if member is None else member.index,
+        on_count=None if member is None else member.count_calls,
     )
-    app[signaling.CALLS_KEY] = manager
+    app[LOCAL_CALLS_KEY] = manager
+    service: CallService = manager
+    if member is not None:
+        cluster = ClusterCalls(manager, member)
+        service = cluster
+
+        async def close_cluster(_: web.Application) -> None:
+            await cluster.close()
+
+        app.on_cleanup.append(close_cluster)
+    app[signaling.CALLS_KEY] = service
 
     async def hang_up_all(_: web.Application) -> None:
         await manager.close()
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
-    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=settings.max_calls)
+    # A WebSocket stays on the worker that accepted it: its share bounds them.
+    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=max_calls)
     _add_client_routes(app)
     return app
 
@@ -69,6 +88,23 @@ def _add_client_routes(app: web.Application) -> None:
 
     app.router.add_get("/", serve_index)
     app.router.add_static("/client/", CLIENT_DIR)
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says why, in one line fit for an operator."""
+
+
+def load_adk_connector(settings: Settings) -> AdkAgentConnector:
+    """`build_adk_connector`, with every configuration mistake as a `StartupError`."""
+    from gateway.adk.live_config import LiveConfigError
+    from gateway.adk.sessions import SessionStoreError
+
+    try:
+        return build_adk_connector(settings)
+    except (LiveConfigError, SessionStoreError) as exc:
+        raise StartupError(str(exc)) from None
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise StartupError(f"cannot load agent {settings.agent!r}: {exc}") from None
 
 
 def build_adk_connector(settings: Settings) -> AdkAgentConnector:

@@ -2,21 +2,29 @@
 
 Owns every call task (named `{call_id}`) for the life of the app. Speaks SDP
 strings and call ids to `signaling.py`; knows the call module and aiortc
-configuration, not HTTP and not ADK.
+configuration, not HTTP and not ADK. A call id names the worker process that owns
+the call (`call_owner`), so any worker can route a request for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
+import os
+import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from gateway import peer
 from gateway.agent_api import AgentConnector, Modality
+from gateway.board import WorkerLoad
 from gateway.call import CallHandle, CallSpec, run_call
 from gateway.errors import AtCapacity, UnknownCall
 
@@ -28,16 +36,58 @@ ANSWER_TIMEOUT_S = 15.0
 HANGUP_TIMEOUT_S = 5.0
 
 
+#: Random bytes in a call id (unguessable), after the owning worker's index.
+CALL_ID_RANDOM_BYTES = 16
+_WORKER_INDEX_BYTES = 2
+_CALL_ID = re.compile(r"^[A-Za-z0-9_-]{24}$")  # base64url of 2 + 16 bytes, no padding
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     call_id: str
     session_id: str
     sdp: str
+    #: The process that owns the call (a worker's pid in a multi-process gateway).
+    pid: int = field(default_factory=os.getpid)
 
 
-def new_call_id() -> str:
-    """128 random bits, URL-safe: unguessable, and opaque to the caller."""
-    return secrets.token_urlsafe(16)
+def new_call_id(worker: int = 0) -> str:
+    """The owning worker's index and 128 random bits, URL-safe: unguessable, and
+    opaque to the caller (24 characters)."""
+    raw = worker.to_bytes(_WORKER_INDEX_BYTES, "big") + secrets.token_bytes(CALL_ID_RANDOM_BYTES)
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def call_owner(call_id: str) -> int | None:
+    """The index of the worker that made `call_id`; None if it is not a call id."""
+    if not _CALL_ID.match(call_id):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(call_id)
+    except (binascii.Error, ValueError):
+        return None
+    return int.from_bytes(raw[:_WORKER_INDEX_BYTES], "big")
+
+
+class CallService(Protocol):
+    """What the HTTP edge needs from the gateway's calls, in one process or many."""
+
+    async def accept_offer(
+        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+    ) -> Answer: ...
+
+    async def add_candidates(self, call_id: str, sdpfrag: str) -> None: ...
+
+    async def hang_up(self, call_id: str) -> None: ...
+
+    @property
+    def live_calls(self) -> int:
+        """Calls of this process."""
+        ...
+
+    def workers(self) -> list[WorkerLoad]:
+        """Every process of the gateway and its live calls (this one included)."""
+        ...
 
 
 class CallManager:
@@ -51,18 +101,27 @@ class CallManager:
         max_calls: int,
         setup_timeout_s: float = 30.0,
         allow_loopback_candidates: bool = False,
+        worker: int = 0,
+        on_count: Callable[[int], None] | None = None,
     ) -> None:
+        """`worker` goes into every call id; `on_count` hears the number of live
+        calls each time it changes (the workers' shared load board)."""
         self._connector = connector
         self._rtc_configuration = rtc_configuration
         self.max_calls = max_calls
         self._setup_timeout_s = setup_timeout_s
         self._allow_loopback = allow_loopback_candidates
+        self._worker = worker
+        self._on_count = on_count
         self._calls: dict[str, CallHandle] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
     def live_calls(self) -> int:
         return len(self._calls)
+
+    def workers(self) -> list[WorkerLoad]:
+        return [WorkerLoad(os.getpid(), self.live_calls)]
 
     async def accept_offer(
         self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
@@ -72,10 +131,11 @@ class CallManager:
             raise AtCapacity("the gateway is at capacity; try again shortly")
         peer.validate_offer(offer_sdp)
         offer_sdp = peer.filter_candidate_lines(offer_sdp, allow_loopback=self._allow_loopback)
-        call_id = new_call_id()
+        call_id = new_call_id(self._worker)
         handle = CallHandle(call_id, CallSpec(offer_sdp, user_id, session_id, modality))
         pc = peer.new_peer_connection(self._rtc_configuration)
         self._calls[call_id] = handle
+        self._count_changed()
         task = asyncio.create_task(self._run(handle, pc), name=call_id)
         self._tasks[call_id] = task
         try:
@@ -119,6 +179,11 @@ class CallManager:
         finally:
             self._calls.pop(handle.call_id, None)
             self._tasks.pop(handle.call_id, None)
+            self._count_changed()
+
+    def _count_changed(self) -> None:
+        if self._on_count is not None:
+            self._on_count(len(self._calls))
 
     async def _wait_ended(self, call_id: str) -> None:
         task = self._tasks.get(call_id)

@@ -1,8 +1,13 @@
-"""`python -m gateway` / `adk-webrtc-gateway`: parse arguments, load `.env`, serve."""
+"""`python -m gateway` / `adk-webrtc-gateway`: parse arguments, load `.env`, serve.
+
+With `workers` 1 the gateway is this one process; with more, this process supervises
+that many worker processes (`gateway.workers`) and serves nothing itself.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +28,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--host", help=fields["host"].description)
     parser.add_argument("--port", type=int, help=fields["port"].description)
     parser.add_argument("--agent", help=fields["agent"].description)
+    parser.add_argument("--workers", type=int, help=fields["workers"].description)
     parser.add_argument("--max-calls", type=int, help=fields["max_calls"].description)
     parser.add_argument("--ice-servers", help=fields["ice_servers"].description)
     parser.add_argument("--ice-addresses", help=fields["ice_addresses"].description)
@@ -42,22 +48,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.adk.live_config import LiveConfigError
-    from gateway.adk.sessions import SessionStoreError
-    from gateway.app import add_adk_lifecycle, build_adk_connector, create_app
+    from gateway.app import StartupError
 
     try:
-        connector = build_adk_connector(settings)
-    except (LiveConfigError, SessionStoreError) as exc:
+        if settings.workers == 1:
+            _serve_in_this_process(settings)
+        else:
+            from gateway.workers import run_workers
+
+            run_workers(settings)
+    except StartupError as exc:
         sys.exit(f"adk-webrtc-gateway: {exc}")
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        sys.exit(f"adk-webrtc-gateway: cannot load agent {settings.agent!r}: {exc}")
+
+
+def _serve_in_this_process(settings: Settings) -> None:
+    from gateway.adk.sessions import SessionStoreError
+    from gateway.app import StartupError, add_adk_lifecycle, create_app, load_adk_connector
+
+    connector = load_adk_connector(settings)
     app = create_app(settings, connector)
     add_adk_lifecycle(app, connector)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=_announce(settings))
     except SessionStoreError as exc:  # raised by the start-up check of the store
-        sys.exit(f"adk-webrtc-gateway: {exc}")
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno not in LISTEN_ERRORS:
+            raise
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+
+
+#: Why a listening socket cannot be opened: an operator's mistake, not a crash.
+LISTEN_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def _announce(settings: Settings) -> Callable[[str], None]:

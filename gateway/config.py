@@ -10,9 +10,27 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "GATEWAY_"
+#: Live calls one core carries with clean audio: the capacity measured with the
+#: scripted agent in docs/benchmarks.md. `max_calls` defaults to workers x this.
+CALLS_PER_CORE = 60
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class ConfigError(Exception):
@@ -31,8 +49,18 @@ class Settings(BaseModel):
         description="The ADK agent to serve, as `module:attribute`.",
     )
     app_name: str = Field("adk-webrtc-gateway", description="ADK app name for sessions.")
+    workers: int = Field(
+        default_factory=usable_cores,
+        ge=1,
+        le=1024,
+        description="Worker processes, each with its own event loop (default: one per "
+        "usable core); 1 serves everything from this one process.",
+    )
     max_calls: int = Field(
-        100, ge=1, description="Live calls accepted at once; beyond it offers get 503."
+        CALLS_PER_CORE,
+        ge=1,
+        description="Live calls accepted at once over all workers; beyond it offers get "
+        f"503 + Retry-After (default: workers x {CALLS_PER_CORE}, the measured capacity).",
     )
     max_offer_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest SDP offer or JSON body accepted (413 above)."
@@ -58,6 +86,18 @@ class Settings(BaseModel):
         description="Where conversations persist: sqlite+aiosqlite:///path (default, "
         "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capacity_from_workers(cls, data: Any) -> Any:
+        """No explicit `max_calls`: as many as the workers' cores carry."""
+        if not isinstance(data, dict) or data.get("max_calls") is not None:
+            return data
+        try:
+            workers = int(data.get("workers") or usable_cores())
+        except (TypeError, ValueError):
+            return data  # the `workers` field reports the mistake
+        return {**data, "max_calls": max(workers, 1) * CALLS_PER_CORE}
 
     @field_validator("ice_servers", "ice_addresses", mode="before")
     @classmethod

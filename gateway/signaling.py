@@ -1,8 +1,9 @@
-"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/healthz`.
+"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/healthz`, `/stats`.
 
 Speaks HTTP and strings: SDP in, SDP out. Client mistakes become 4xx here, in one
-place (`error_middleware`); nothing below this module knows about HTTP. Never imports
-aiortc or ADK.
+place (`error_middleware`); nothing below this module knows about HTTP. Whether the
+gateway is one process or several is behind the `CallService`; answers name the
+process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or ADK.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.agent_api import Modality
-from gateway.calls import CallManager
+from gateway.calls import CallService
 from gateway.errors import (
     AgentUnavailable,
     AtCapacity,
@@ -25,17 +26,18 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from gateway.stats import process_stats
+from gateway.stats import process_stats, sibling_stats
 
 logger = logging.getLogger(__name__)
 
-CALLS_KEY = web.AppKey("calls", CallManager)
+CALLS_KEY = web.AppKey("calls", CallService)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEFAULT_USER_ID = "anonymous"
+WORKER_HEADER = "X-Gateway-Worker"
 
 
 class OfferRequest(BaseModel):
@@ -113,7 +115,11 @@ async def post_calls(request: web.Request) -> web.Response:
         status=201,
         text=answer.sdp,
         content_type=SDP_TYPE,
-        headers={"Location": location, "X-Session-Id": answer.session_id},
+        headers={
+            "Location": location,
+            "X-Session-Id": answer.session_id,
+            WORKER_HEADER: str(answer.pid),
+        },
     )
 
 
@@ -138,7 +144,8 @@ async def post_offer(request: web.Request) -> web.Response:
             "type": "answer",
             "call_id": answer.call_id,
             "session_id": answer.session_id,
-        }
+        },
+        headers={WORKER_HEADER: str(answer.pid)},
     )
 
 
@@ -155,13 +162,24 @@ async def delete_call(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "calls": request.app[CALLS_KEY].live_calls})
+    """`calls` over every worker of the gateway, and how many workers serve."""
+    workers = request.app[CALLS_KEY].workers()
+    return web.json_response(
+        {"status": "ok", "calls": sum(w.calls for w in workers), "workers": len(workers)}
+    )
 
 
 async def stats(request: web.Request) -> web.Response:
-    """This process's live calls, CPU seconds and resident memory (see `gateway.stats`)."""
-    reading = process_stats(request.app[CALLS_KEY].live_calls)
-    return web.json_response({**reading.as_json(), "workers": [reading.as_json()]})
+    """The answering process's live calls, CPU seconds and resident memory (see
+    `gateway.stats`), and the same for every worker under `workers`."""
+    calls = request.app[CALLS_KEY]
+    readings = [sibling_stats(w.pid, w.calls) for w in calls.workers()]
+    return web.json_response(
+        {
+            **process_stats(calls.live_calls).as_json(),
+            "workers": [r.as_json() for r in readings if r is not None],
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,7 +1,8 @@
-"""What this gateway process is using: live calls, CPU time and memory.
+"""What the gateway's processes are using: live calls, CPU time and memory.
 
 Served as `GET /stats` so a load tester (or an operator) can read the server's cost
-from outside, remote or local. Linux `/proc` for resident memory, `resource` for CPU.
+from outside, remote or local. Linux `/proc` for resident memory and for sibling
+worker processes, `resource` for this process's CPU.
 Imports nothing from the media stack or ADK.
 """
 
@@ -45,5 +46,29 @@ def process_stats(calls: int) -> ProcessStats:
         calls=calls,
         cpu_s=usage.ru_utime + usage.ru_stime,
         rss_bytes=resident_bytes(),
+        at_s=time.monotonic(),
+    )
+
+
+_CLOCK_TICKS_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def sibling_stats(pid: int, calls: int) -> ProcessStats | None:
+    """Another process's reading from /proc (CPU to 1/`SC_CLK_TCK` s); None if it is gone."""
+    if pid == os.getpid():
+        return process_stats(calls)
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Fields after the parenthesised command name; utime and stime are 14 and 15.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ProcessStats(
+        pid=pid,
+        calls=calls,
+        cpu_s=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_HZ,
+        rss_bytes=pages * os.sysconf("SC_PAGE_SIZE"),
         at_s=time.monotonic(),
     )

@@ -1,0 +1,69 @@
+"""The workers' load board: each worker's pid and live calls, in memory they all share.
+
+The supervisor creates it (an unlinked temporary file, so nothing is left behind)
+and hands its descriptor to every worker, which maps it. Each slot has one writer:
+its worker (the supervisor only clears the slot of a worker that died), so no lock
+is needed. Readers use it to place calls and to aggregate `/healthz` and `/stats`;
+a reading may be a call or two stale, which placement tolerates because the owner
+of a slot re-checks its own capacity before taking a call. Imports only the stdlib.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+
+_SLOT = struct.Struct("=qq")  # pid (0: not serving), live calls
+_PID = _CALLS = struct.Struct("=q")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoad:
+    """One gateway process and its live calls."""
+
+    pid: int
+    calls: int
+
+
+class LoadBoard:
+    """`workers` slots of (pid, calls) in a shared mapping of file descriptor `fd`."""
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd = fd
+        self.workers = workers
+        self._map = mmap.mmap(fd, _SLOT.size * workers)
+
+    @classmethod
+    def create(cls, workers: int) -> LoadBoard:
+        """A zeroed board; its descriptor is inheritable (pass it to the workers)."""
+        fd, path = tempfile.mkstemp(prefix="gateway-board-")
+        os.unlink(path)
+        os.ftruncate(fd, _SLOT.size * workers)
+        return cls(fd, workers)
+
+    def set_serving(self, index: int, pid: int) -> None:
+        """Worker `index` (process `pid`) takes calls; pid 0: it does not."""
+        _PID.pack_into(self._map, index * _SLOT.size, pid)
+
+    def set_calls(self, index: int, calls: int) -> None:
+        _CALLS.pack_into(self._map, index * _SLOT.size + _PID.size, calls)
+
+    def clear(self, index: int) -> None:
+        _SLOT.pack_into(self._map, index * _SLOT.size, 0, 0)
+
+    def slot(self, index: int) -> WorkerLoad | None:
+        """The worker at `index`, or None while it is not serving."""
+        pid, calls = _SLOT.unpack_from(self._map, index * _SLOT.size)
+        return WorkerLoad(pid, calls) if pid else None
+
+    def serving(self) -> dict[int, WorkerLoad]:
+        """Every serving worker by index."""
+        slots = {i: self.slot(i) for i in range(self.workers)}
+        return {i: load for i, load in slots.items() if load is not None}
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self.fd)

@@ -1,0 +1,260 @@
+"""One worker among several: new calls go to the least-loaded worker with room, and a
+request for a call goes to the worker that owns it.
+
+Workers talk HTTP to each other over unix sockets in the supervisor's private
+directory (mode 0700, so only this user's processes can reach them). `internal_app`
+serves a worker's own calls there; `ClusterCalls` is the `CallService` the public
+app uses: it answers from the local `CallManager` or forwards, with bounded
+timeouts. The load board (`board.py`) says where there is room; the owner of a
+call re-checks its own capacity, so the gateway's total never exceeds `max_calls`.
+May import aiohttp, the signaling edge, calls, board and errors; never aiortc or ADK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from gateway import signaling
+from gateway.agent_api import Modality
+from gateway.board import LoadBoard, WorkerLoad
+from gateway.calls import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, CallManager, call_owner
+from gateway.errors import AgentUnavailable, AtCapacity, GatewayError, UnknownCall
+
+logger = logging.getLogger(__name__)
+
+#: A forwarded offer: the owner's own bound on answering, plus its clean-up, plus slack.
+OFFER_FORWARD_TIMEOUT_S = ANSWER_TIMEOUT_S + HANGUP_TIMEOUT_S + 2.0
+#: A forwarded hang-up or trickle: the owner's bound on hanging up, plus slack.
+CALL_FORWARD_TIMEOUT_S = HANGUP_TIMEOUT_S + 3.0
+_BASE = "http://worker"  # the host is ignored on a unix socket
+LOCAL_CALLS_KEY = web.AppKey("local_calls", CallManager)
+
+
+class WorkerUnavailable(GatewayError):
+    """A sibling worker did not answer in time (it is restarting or stuck)."""
+
+    code = "worker_unavailable"
+    http_status = 503
+
+
+class ForwardedError(GatewayError):
+    """An error a sibling answered with, carried back unchanged."""
+
+    def __init__(self, code: str, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Where this worker stands: its index, every worker's share, the shared board."""
+
+    index: int
+    shares: tuple[int, ...]
+    socket_dir: Path
+    board: LoadBoard
+
+    @property
+    def share(self) -> int:
+        return self.shares[self.index]
+
+    def socket_path(self, index: int) -> str:
+        return str(self.socket_dir / f"worker-{index}.sock")
+
+    def count_calls(self, calls: int) -> None:
+        self.board.set_calls(self.index, calls)
+
+
+class ClusterCalls:
+    """The gateway's calls as seen from one worker: local ones and its siblings'."""
+
+    def __init__(self, local: CallManager, member: Membership) -> None:
+        self._local = local
+        self._member = member
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
+        #: Offers this worker is forwarding, by target: counted as load when placing,
+        #: so a burst of offers arriving here spreads instead of piling on one sibling.
+        self._placing: Counter[int] = Counter()
+
+    @property
+    def live_calls(self) -> int:
+        return self._local.live_calls
+
+    def workers(self) -> list[WorkerLoad]:
+        return [load for load in self._slots() if load is not None]
+
+    async def accept_offer(
+        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+    ) -> Answer:
+        """Answer on the least-loaded worker with room; 503 only when all are full."""
+        for index in self._placement_order():
+            try:
+                if index == self._member.index:
+                    return await self._local.accept_offer(
+                        offer_sdp, user_id=user_id, session_id=session_id, modality=modality
+                    )
+                self._placing[index] += 1
+                try:
+                    return await self._offer_to(index, offer_sdp, user_id, session_id, modality)
+                finally:
+                    self._placing[index] -= 1
+            except (AtCapacity, WorkerUnavailable) as exc:
+                logger.debug("worker %d cannot take the call: %s", index, exc.code)
+        raise AtCapacity("the gateway is at capacity; try again shortly")
+
+    async def add_candidates(self, call_id: str, sdpfrag: str) -> None:
+        owner = self._owner(call_id)
+        if owner == self._member.index:
+            await self._local.add_candidates(call_id, sdpfrag)
+            return
+        headers = {"Content-Type": signaling.SDPFRAG_TYPE}
+        await self._forward(owner, "PATCH", call_id, data=sdpfrag, headers=headers)
+
+    async def hang_up(self, call_id: str) -> None:
+        owner = self._owner(call_id)
+        if owner == self._member.index:
+            await self._local.hang_up(call_id)
+            return
+        await self._forward(owner, "DELETE", call_id)
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    def _placement_order(self) -> list[int]:
+        """Workers with room, least loaded first (relative to their share); this one
+        first among equals, as it saves a hop."""
+        me = self._member.index
+        ranked = []
+        for index, load in enumerate(self._slots()):
+            if load is None:
+                continue
+            calls = load.calls + self._placing[index]
+            share = self._member.shares[index]
+            if calls < share:
+                ranked.append((calls / share, index != me, index))
+        return [index for *_, index in sorted(ranked)]
+
+    def _slots(self) -> list[WorkerLoad | None]:
+        """Every worker by index (None: not serving); this one's count straight
+        from its calls, the fresher reading."""
+        slots = [self._member.board.slot(i) for i in range(len(self._member.shares))]
+        slots[self._member.index] = WorkerLoad(os.getpid(), self._local.live_calls)
+        return slots
+
+    def _owner(self, call_id: str) -> int:
+        owner = call_owner(call_id)
+        if owner is None or owner >= len(self._member.shares):
+            raise UnknownCall("no such call")
+        return owner
+
+    def _session(self, index: int) -> aiohttp.ClientSession:
+        session = self._sessions.get(index)
+        if session is None or session.closed:
+            connector = aiohttp.UnixConnector(path=self._member.socket_path(index))
+            session = aiohttp.ClientSession(connector=connector)
+            self._sessions[index] = session
+        return session
+
+    async def _offer_to(
+        self, index: int, sdp: str, user_id: str, session_id: str | None, modality: Modality
+    ) -> Answer:
+        body = {"sdp": sdp, "user_id": user_id, "session_id": session_id, "mode": modality.value}
+        try:
+            async with self._session(index).post(
+                f"{_BASE}/internal/offer",
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=OFFER_FORWARD_TIMEOUT_S),
+            ) as response:
+                if response.status != 200:
+                    raise await _error_from(response)
+                answer = await response.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("worker %d did not take a forwarded offer: %r", index, exc)
+            raise WorkerUnavailable("a worker did not answer; try again shortly") from None
+        return Answer(answer["call_id"], answer["session_id"], answer["sdp"], answer["pid"])
+
+    async def _forward(self, index: int, method: str, call_id: str, **kwargs: Any) -> None:
+        try:
+            async with self._session(index).request(
+                method,
+                f"{_BASE}/internal/calls/{call_id}",
+                timeout=aiohttp.ClientTimeout(total=CALL_FORWARD_TIMEOUT_S),
+                **kwargs,
+            ) as response:
+                if response.status != 204:
+                    raise await _error_from(response)
+        except aiohttp.ClientConnectionError:
+            # Nobody listens where the owner was: it died, and its calls with it.
+            raise UnknownCall("no such call") from None
+        except TimeoutError:
+            raise WorkerUnavailable("the call's worker did not answer in time") from None
+
+
+async def _error_from(response: aiohttp.ClientResponse) -> GatewayError:
+    """The sibling's JSON error as the same gateway error here."""
+    try:
+        error = (await response.json())["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        code, message = "internal", "a worker failed"
+    retry_after_s = int(response.headers.get("Retry-After", "5") or 5)
+    if code == AtCapacity.code:
+        return AtCapacity(message, retry_after_s)
+    if code == AgentUnavailable.code:
+        return AgentUnavailable(message, retry_after_s)
+    return ForwardedError(code, response.status, message)
+
+
+class _InternalOffer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sdp: str
+    user_id: str
+    session_id: str | None
+    mode: Modality
+
+
+def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application:
+    """What a worker serves its siblings on its unix socket: its own calls, no forwarding."""
+    app = web.Application(
+        middlewares=[signaling.error_middleware], client_max_size=4 * max_offer_bytes
+    )
+    app[LOCAL_CALLS_KEY] = local
+
+    async def offer(request: web.Request) -> web.Response:
+        body = _InternalOffer.model_validate_json(await request.read())
+        answer = await local.accept_offer(
+            body.sdp, user_id=body.user_id, session_id=body.session_id, modality=body.mode
+        )
+        return web.json_response(
+            {
+                "call_id": answer.call_id,
+                "session_id": answer.session_id,
+                "sdp": answer.sdp,
+                "pid": answer.pid,
+            }
+        )
+
+    async def patch(request: web.Request) -> web.Response:
+        await local.add_candidates(request.match_info["call_id"], await request.text())
+        return web.Response(status=204)
+
+    async def delete(request: web.Request) -> web.Response:
+        await local.hang_up(request.match_info["call_id"])
+        return web.Response(status=204)
+
+    app.router.add_post("/internal/offer", offer)
+    app.router.add_patch("/internal/calls/{call_id}", patch)
+    app.router.add_delete("/internal/calls/{call_id}", delete)
+    return app
