@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from aiohttp import web
 
+import gateway
 from gateway.agent_api import AgentAudio, AgentEvent, AgentInterrupted, Modality, TurnComplete
 from gateway.app import create_app
 from gateway.audio_format import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
@@ -139,7 +140,7 @@ def main() -> None:
     app = build_app(args.agent, args.port, args.max_calls)
 
     def announce(_: str) -> None:
-        print(f"ready {os.getpid()}", flush=True)
+        print(f"ready {os.getpid()} {gateway.__file__}", flush=True)
 
     web.run_app(app, host="127.0.0.1", port=args.port, print=announce)
 

@@ -61,19 +61,20 @@ def stats(port: int) -> dict[str, float]:
 
 
 def start_gateway(code: Path, agent: str, port: int) -> subprocess.Popen[str]:
+    # `python -m` puts the working directory first on sys.path: run in the code tree.
     env = {**os.environ, "PYTHONPATH": f"{code.resolve()}:{HERE}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.gateway_under_test", "--agent", agent, "--port", str(port)],
         env=env,
-        cwd=HERE,
+        cwd=code.resolve(),
         stdout=subprocess.PIPE,
         text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    if not line.startswith("ready"):
+    if not line.startswith("ready") or not line.split()[-1].startswith(str(code.resolve())):
         process.kill()
-        raise RuntimeError(f"gateway did not start: {line!r}")
+        raise RuntimeError(f"gateway did not start from {code}: {line!r}")
     return process
 
 
@@ -84,13 +85,22 @@ def profile(pid: int, seconds: float, out: Path) -> None:
     for fmt, path in (("raw", out.with_suffix(".txt")), ("speedscope", out.with_suffix(".json"))):
         subprocess.run(
             [spy, "record", "--pid", str(pid), "--duration", str(int(seconds / 2)),
-             "--rate", "200", "--format", fmt, "-o", str(path)],
+             "--rate", "200", "--nonblocking", "--format", fmt, "-o", str(path)],
             check=True, capture_output=True,
         )  # fmt: skip
 
 
+#: Leaf frames of threads that are waiting, not working (py-spy counts some as active).
+IDLE_LEAVES = (
+    "_worker futures/thread.py",
+    "Condition.wait threading.py",
+    "EpollSelector.select selectors.py",
+)
+
+
 def summarize_profile(raw: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares per function from py-spy's raw output."""
+    """Self and inclusive shares of busy samples per function from py-spy's raw output
+    (samples whose leaf is a waiting thread are left out)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -102,12 +112,13 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
         frames = [
             f.split(" (")[0] + " " + _short(f) for f in stack.split(";")[1:]
         ]  # not the thread
+        if not frames or frames[-1] in IDLE_LEAVES:
+            continue
         total += count
-        if frames:
-            own[frames[-1]] += count
+        own[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
-    lines = [f"{raw.name}: {total} samples", "self:"]
+    lines = [f"{raw.name}: {total} busy samples", "self:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
     lines.append("inclusive:")
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]

@@ -155,7 +155,11 @@ async def pump_caller_audio(
         if not isinstance(frame, av.AudioFrame):
             continue
         frames += 1
-        pending += resampler.frame(frame)
+        pcm = resampler.frame(frame)
+        if not pending and len(pcm) == chunk_bytes:
+            sink(pcm)  # the usual case: one 20 ms frame in, one chunk out, no copies
+            continue
+        pending += pcm
         while len(pending) >= chunk_bytes:
             sink(bytes(pending[:chunk_bytes]))
             del pending[:chunk_bytes]
