@@ -7,9 +7,7 @@ agents: audio goes out of here as 16 kHz PCM through a callback and comes in as
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +24,7 @@ from gateway.audio_format import (
     WEBRTC_RATE_HZ,
     samples_per_frame,
 )
+from gateway.frame_clock import FrameClock
 from gateway.opus_out import (
     INPUT_FRAME_BYTES,
     RTP_FRAME_TICKS,
@@ -62,7 +61,8 @@ class PlayoutStats:
 class AgentAudioTrack(MediaStreamTrack):
     """The audio the caller hears: agent PCM paced out as 20 ms Opus packets.
 
-    aiortc pulls `recv()`; the track sets the pace on a monotonic clock and returns
+    aiortc pulls `recv()`; the track sets the pace on the loop's monotonic clock (one
+    timer per 20 ms shared by all calls, `gateway.frame_clock`) and returns
     finished `av.Packet`s (see `gateway.opus_out`), which aiortc's sender packs into
     RTP without encoding. While the agent is quiet it sends a cached silence packet,
     so RTP never stalls and silence costs no encoding.
@@ -70,8 +70,11 @@ class AgentAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, max_playout_s: float = MAX_PLAYOUT_S) -> None:
+    def __init__(
+        self, max_playout_s: float = MAX_PLAYOUT_S, clock: FrameClock | None = None
+    ) -> None:
         super().__init__()
+        self._clock = clock  # the running loop's shared clock unless given
         self._buffer = bytearray()  # agent PCM as it arrived: 24 kHz mono s16
         self._max_bytes = int(max_playout_s * AGENT_OUTPUT_RATE_HZ) * SAMPLE_BYTES
         self._encoder = OpusSpeechEncoder()
@@ -123,18 +126,21 @@ class AgentAudioTrack(MediaStreamTrack):
         return packet
 
     async def _wait_for_next_frame(self) -> None:
-        now = time.monotonic()
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = FrameClock.of_running_loop()
+        now = clock.now()
         if self._start is None:
-            self._start = now
+            self._start = clock.slot_start(now)
             return
         due = self._start + self._ticks / WEBRTC_RATE_HZ
         if now - due > MAX_LAG_S:
             # Keep RTP timestamps tracking wall time: skip ahead, don't burst.
-            self._start = now - self._ticks / WEBRTC_RATE_HZ
+            self._start = clock.slot_start(now) - self._ticks / WEBRTC_RATE_HZ
             self.stats.clock_resets += 1
             return
         if due > now:
-            await asyncio.sleep(due - now)
+            await clock.sleep_until(due)
 
 
 async def pump_caller_audio(

@@ -221,15 +221,15 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         """Sleep until packets are released or the held ones are due."""
         self._wakeup.clear()
         deadline = self._buffer.deadline_s()
-        if deadline is not None:
-            deadline = max(deadline, self._grace_until)
-        timeout = None if deadline is None else max(0.0, deadline - self._clock())
+        if deadline is None:  # the usual case (packets in order): no timer to arm
+            await self._wakeup.wait()
+            return
+        deadline = max(deadline, self._grace_until)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
                 await self._wakeup.wait()
         except TimeoutError:
             now = self._clock()
-            assert deadline is not None
             if now - deadline > STALL_TOLERANCE_S:
                 # The timer fired late: the loop was stalled and packets may still be
                 # on their way in through aiortc's tasks. Look again shortly.
