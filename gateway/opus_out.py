@@ -8,9 +8,10 @@ clock stays 48 kHz, RFC 7587) and hand aiortc finished `av.Packet`s, which its
 sender only packs. A mono stream is valid on the negotiated opus/48000/2: decoders
 output stereo either way.
 
-Measured on this machine with espeak-ng speech, per 20 ms frame: complexity 10 at
-48 kHz ~190 us, complexity 5 ~145 us, in-band FEC +45 us; an all-zero frame costs
-nothing here because silence is one cached packet. Imports PyAV only.
+Measured on this machine with espeak-ng speech, per 20 ms frame: aiortc's way
+(48 kHz stereo, 96 kbit/s, complexity 10) ~200 us plus the level loop; ours ~160 us
+with FEC (see `COMPLEXITY`); silence costs nothing: it is one cached packet.
+Imports PyAV only.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from gateway.audio_format import (
 
 #: Plenty for one voice (WebRTC's own default for mono speech is 32 kbit/s).
 BITRATE_BPS = 32_000
-#: libopus complexity 0-10: 5 costs ~25 % less CPU than 10 for speech, with a quality
-#: difference listeners rarely notice at this bitrate (WebRTC uses 5 on mobile).
-COMPLEXITY = 5
+#: libopus complexity 0-10. Per 20 ms of espeak-ng speech at 24 kHz, with FEC:
+#: 10 -> 246 us, 5 -> 195 us, 3 -> 161 us, 2 -> 154 us (0-1: ~75 us, but libopus
+#: then drops FEC). 3 keeps SILK's full analysis minus the costliest searches; the
+#: difference is hard to hear at this bitrate (WebRTC itself uses 5 on mobile).
+COMPLEXITY = 3
 #: In-band FEC for the caller's decoder (browsers offer `useinbandfec=1`): each packet
 #: carries a low-bitrate copy of the previous one, sized for this expected loss.
 FEC_LOSS_PERCENT = 5
