@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -110,7 +111,43 @@ class FakeScriptedConnector:
             await session.aclose()
 
 
+class StallMonitor:
+    """The gateway loop's stalls: how late a 10 ms sleep wakes, served at /bench/stalls
+    (worst and count over 40 ms since the last reading) so a run can tell whose loop
+    stalled."""
+
+    def __init__(self) -> None:
+        self.worst_s = 0.0
+        self.over_40ms = 0
+
+    async def run(self, _: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._watch(), name="bench/stalls")
+        yield
+        task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.01)
+            late = time.monotonic() - start - 0.01
+            self.worst_s = max(self.worst_s, late)
+            self.over_40ms += late > 0.04
+
+    async def read(self, _: web.Request) -> web.Response:
+        body = {"worst_ms": 1000 * self.worst_s, "over_40ms": self.over_40ms}
+        self.worst_s, self.over_40ms = 0.0, 0
+        return web.json_response(body)
+
+
 def build_app(agent: str, port: int, max_calls: int) -> web.Application:
+    app = _build_app(agent, port, max_calls)
+    monitor = StallMonitor()
+    app.cleanup_ctx.append(monitor.run)
+    app.router.add_get("/bench/stalls", monitor.read)
+    return app
+
+
+def _build_app(agent: str, port: int, max_calls: int) -> web.Application:
     overrides: dict[str, object] = {
         "ice_addresses": "127.0.0.1",
         "port": port,

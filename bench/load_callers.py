@@ -6,7 +6,10 @@ Each caller loops a prompt (1 s of a 300 Hz tone, then 2.5 s of quiet, random
 phase per caller) as pre-encoded Opus packets, so a caller costs little CPU: no
 encoder, no audio-level loop. Received packets are taken straight from the RTP
 receiver (no jitter buffer) and decoded only to measure their energy. At the end it
-prints one JSON line: per-caller packets, voiced frames, inter-packet gaps.
+prints one JSON line: per-caller packets, voiced frames, inter-packet gaps (counted
+from 1 s after the last call started: call set-up stalls the loops), and the
+callers' own worst event-loop stall (a gap seen on every call at once with a stall
+this large is the callers' doing, not the gateway's).
 
 Benchmark only: it swaps the receiver's private jitter buffer for a packet tap, as
 `gateway.receive_path` does (and through its documented attribute name).
@@ -110,7 +113,11 @@ class Listener:
 
 
 async def one_call(
-    session: aiohttp.ClientSession, url: str, payloads: list[bytes], seconds: float
+    session: aiohttp.ClientSession,
+    url: str,
+    payloads: list[bytes],
+    seconds: float,
+    measure_from: float,
 ) -> dict[str, float]:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     listener = Listener()
@@ -137,7 +144,8 @@ async def one_call(
             async with session.delete(f"{url}{location}"):
                 pass
         await peer.close_quietly(pc)
-    arrivals = listener.arrivals[50:]  # skip the first second (connecting)
+    # Only the steady state: every call connected (setting calls up stalls loops).
+    arrivals = [t for t in listener.arrivals if t >= measure_from]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     return {
@@ -150,17 +158,34 @@ async def one_call(
     }
 
 
-async def run(url: str, calls: int, seconds: float, ramp_s: float) -> list[dict[str, float]]:
+async def worst_stall_s(measure_from: float, until: asyncio.Event) -> float:
+    """The callers' own loop: the longest a 10 ms sleep overslept, after `measure_from`."""
+    worst = 0.0
+    while not until.is_set():
+        start = time.monotonic()
+        await asyncio.sleep(0.01)
+        if start >= measure_from:
+            worst = max(worst, time.monotonic() - start - 0.01)
+    return worst
+
+
+async def run(url: str, calls: int, seconds: float, ramp_s: float) -> dict[str, object]:
     ice.restrict_host_addresses(["127.0.0.1"])
     payloads = prompt_packets()
     async with aiohttp.ClientSession() as session:
         tasks = []
+        measure_from = time.monotonic() + ramp_s + 1.0
         for i in range(calls):
             # Every call lasts until the same end time; starts are spread over ramp_s.
             remaining = seconds + ramp_s * (1 - i / max(calls, 1))
-            tasks.append(asyncio.create_task(one_call(session, url, payloads, remaining)))
+            call = one_call(session, url, payloads, remaining, measure_from)
+            tasks.append(asyncio.create_task(call))
             await asyncio.sleep(ramp_s / max(calls, 1))
-        return list(await asyncio.gather(*tasks))
+        done = asyncio.Event()
+        monitor = asyncio.create_task(worst_stall_s(measure_from, done))
+        results = list(await asyncio.gather(*tasks))
+        done.set()
+        return {"calls": results, "callers_worst_stall_ms": 1000 * await monitor}
 
 
 def main() -> None:
@@ -170,17 +195,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="after the ramp")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds to start all calls")
     args = parser.parse_args()
-    results = asyncio.run(run(args.url, args.calls, args.seconds, args.ramp))
-    rates = [r["rate_pps"] for r in results if "rate_pps" in r]
-    print(
-        json.dumps(
-            {
-                "calls": results,
-                "median_rate_pps": statistics.median(rates) if rates else 0.0,
-            }
-        ),
-        flush=True,
-    )
+    report = asyncio.run(run(args.url, args.calls, args.seconds, args.ramp))
+    calls = report["calls"]
+    assert isinstance(calls, list)
+    rates = [r["rate_pps"] for r in calls if "rate_pps" in r]
+    report["median_rate_pps"] = statistics.median(rates) if rates else 0.0
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

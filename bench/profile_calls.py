@@ -8,7 +8,8 @@ agent (`fake`: a fake at our agent seam, no ADK; `scripted`: `scripted-live` beh
 ADK's runner), it starts `bench.gateway_under_test` in a subprocess with that tree
 first on PYTHONPATH, and K cheap callers (`bench.load_callers`) in another process,
 so the callers' CPU is not counted. After the ramp and a warm-up it reads the
-gateway's `GET /stats` CPU over a window (all threads); with `--profile` it then
+gateway's `GET /stats` CPU over a window (all threads) and both processes' worst
+event-loop stall; gaps count from 1 s after the last call started; with `--profile` it then
 records the gateway with `py-spy` (raw stacks, plus a speedscope file) and prints
 the functions with the most samples. Runs are interleaved `--repeat` times and the
 table shows medians. Prints a Markdown table; `--json` writes every run.
@@ -47,6 +48,8 @@ class Run:
     packets: int = 0
     refused: int = 0
     max_gap_ms: float = 0.0
+    gateway_stall_ms: float = 0.0
+    callers_stall_ms: float = 0.0
 
     @property
     def ms_per_call_frame(self) -> float:
@@ -54,8 +57,8 @@ class Run:
         return 1000 * self.cpu_s / (self.calls * self.window_s / (FRAME_MS / 1000))
 
 
-def stats(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as response:
+def stats(port: int, path: str = "/stats") -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         data: dict[str, float] = json.load(response)
     return data
 
@@ -147,9 +150,11 @@ def one_run(
     summary = ""
     try:
         time.sleep(args.ramp + args.warmup)
+        stats(port, "/bench/stalls")  # reset
         before = stats(port)
         time.sleep(args.window)
         after = stats(port)
+        stalls = stats(port, "/bench/stalls")
         if args.profile:
             out = Path(args.profile) / f"{label}-{agent}-{args.calls}"
             profile(int(after["pid"]), profile_s, out)
@@ -174,6 +179,8 @@ def one_run(
         packets=sum(int(c["packets"]) for c in calls),
         refused=len(result["calls"]) - len(calls),
         max_gap_ms=max((c["max_gap_ms"] for c in calls), default=0.0),
+        gateway_stall_ms=stalls["worst_ms"],
+        callers_stall_ms=result["callers_worst_stall_ms"],
     )
     return run, summary
 
@@ -184,8 +191,9 @@ def table(runs: list[Run]) -> str:
         groups[(run.label, run.agent)].append(run)
     rows = [
         "| code | agent | calls | runs | CPU ms per call per 20 ms (median) | projected calls/core "
-        "| gaps > 40 ms | max gap | voiced share | load avg |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gaps > 40 ms | max gap | worst loop stall (gateway / callers) | voiced share "
+        "| load avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (label, agent), group in groups.items():
         ms = statistics.median(r.ms_per_call_frame for r in group)
@@ -195,7 +203,9 @@ def table(runs: list[Run]) -> str:
         rows.append(
             f"| {label} | {agent} | {group[0].calls} | {len(group)} | {ms:.3f} "
             f"| {FRAME_MS / ms:.0f} | {100 * gaps / intervals:.2f} % "
-            f"| {max(r.max_gap_ms for r in group):.0f} ms | {100 * voiced:.0f} % "
+            f"| {max(r.max_gap_ms for r in group):.0f} ms "
+            f"| {max(r.gateway_stall_ms for r in group):.0f} / "
+            f"{max(r.callers_stall_ms for r in group):.0f} ms | {100 * voiced:.0f} % "
             f"| {statistics.median(r.load_avg for r in group):.1f} |"
         )
     return "\n".join(rows)
