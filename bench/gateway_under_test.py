@@ -2,7 +2,7 @@
 fake agent at our own seam (`gateway.agent_api`), so ADK's share can be told apart.
 
     python -m bench.gateway_under_test --agent scripted --port 8090
-    python -m bench.gateway_under_test --agent fake --port 8090
+    python -m bench.gateway_under_test --agent fake --port 8090 [--loop uvloop]
 
 `fake` behaves like `scripted-live` (energy endpointer, a 1.5 s 440 Hz answer in
 40 ms chunks at twice real time, barge-in) without ADK: the gateway's own cost only.
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--agent", choices=["scripted", "fake"], default="scripted")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--max-calls", type=int, default=500)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     app = build_app(args.agent, args.port, args.max_calls)
@@ -179,7 +180,12 @@ def main() -> None:
     def announce(_: str) -> None:
         print(f"ready {os.getpid()} {gateway.__file__}", flush=True)
 
-    web.run_app(app, host="127.0.0.1", port=args.port, print=announce)
+    loop = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=args.port, print=announce, loop=loop)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import shutil
@@ -63,11 +64,21 @@ def stats(port: int, path: str = "/stats") -> dict[str, float]:
     return data
 
 
-def start_gateway(code: Path, agent: str, port: int) -> subprocess.Popen[str]:
+def start_gateway(code: Path, agent: str, port: int, loop: str) -> subprocess.Popen[str]:
     # `python -m` puts the working directory first on sys.path: run in the code tree.
     env = {**os.environ, "PYTHONPATH": f"{code.resolve()}:{HERE}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.gateway_under_test", "--agent", agent, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bench.gateway_under_test",
+            "--agent",
+            agent,
+            "--port",
+            str(port),
+            "--loop",
+            loop,
+        ],
         env=env,
         cwd=code.resolve(),
         stdout=subprocess.PIPE,
@@ -136,9 +147,10 @@ def _short(frame: str) -> str:
 
 
 def one_run(
-    label: str, code: Path, agent: str, args: argparse.Namespace, port: int
+    label: str, code: Path, agent: str, loop: str, args: argparse.Namespace
 ) -> tuple[Run, str]:
-    gateway = start_gateway(code, agent, port)
+    port = args.port
+    gateway = start_gateway(code, agent, port, loop)
     profile_s = args.profile_seconds if args.profile else 0.0
     seconds = args.warmup + args.window + profile_s + 2
     callers = subprocess.Popen(
@@ -156,7 +168,7 @@ def one_run(
         after = stats(port)
         stalls = stats(port, "/bench/stalls")
         if args.profile:
-            out = Path(args.profile) / f"{label}-{agent}-{args.calls}"
+            out = Path(args.profile) / f"{label}-{agent}-{loop}-{args.calls}".replace(" ", "")
             profile(int(after["pid"]), profile_s, out)
             summary = summarize_profile(out.with_suffix(".txt"))
         output, _ = callers.communicate(timeout=seconds + args.ramp + 60)
@@ -223,17 +235,20 @@ def main() -> None:
     parser.add_argument("--profile", help="directory for py-spy profiles")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--loop", action="append", choices=["asyncio", "uvloop"])
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args()
     codes = [c.split("=", 1) for c in (args.code or ["this=."])]
+    loops = args.loop or ["asyncio"]
     runs: list[Run] = []
     summaries: list[str] = []
     for _ in range(args.repeat):
         for label, code in codes:
-            for agent in args.agent or ["fake"]:
-                run, summary = one_run(label, Path(code), agent, args, args.port)
+            for agent, loop in itertools.product(args.agent or ["fake"], loops):
+                name = f"{label} ({loop})" if len(loops) > 1 else label
+                run, summary = one_run(name, Path(code), agent, loop, args)
                 print(
-                    f"{label} {agent}: {run.ms_per_call_frame:.3f} ms/call/20 ms "
+                    f"{name} {agent}: {run.ms_per_call_frame:.3f} ms/call/20 ms "
                     f"({run.calls} calls, load {run.load_avg:.1f})",
                     file=sys.stderr,
                     flush=True,
