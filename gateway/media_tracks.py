@@ -1,17 +1,16 @@
 """The call's media: the caller's track in, the agent's paced track out.
 
-Knows aiortc and PyAV (through `gateway.pcm`), not HTTP or agents: audio goes out of
-here as 16 kHz PCM through a callback and comes in as 24 kHz PCM through `push`.
+Knows aiortc and PyAV (through `gateway.pcm` and `gateway.opus_out`), not HTTP or
+agents: audio goes out of here as 16 kHz PCM through a callback and comes in as
+24 kHz PCM through `push`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
@@ -25,19 +24,27 @@ from gateway.audio_format import (
     WEBRTC_RATE_HZ,
     samples_per_frame,
 )
-from gateway.pcm import MonoResampler, pcm_to_frame
+from gateway.frame_clock import FrameClock
+from gateway.opus_out import (
+    INPUT_FRAME_BYTES,
+    RTP_FRAME_TICKS,
+    OpusSpeechEncoder,
+    silence_payload,
+    stamped,
+)
+from gateway.pcm import MonoResampler
 
 logger = logging.getLogger(__name__)
 
-OUT_FRAME_SAMPLES = samples_per_frame(WEBRTC_RATE_HZ)  # 960
-OUT_FRAME_BYTES = OUT_FRAME_SAMPLES * SAMPLE_BYTES
-OUT_TIME_BASE = fractions.Fraction(1, WEBRTC_RATE_HZ)
 #: Agent audio arrives in bursts faster than real time; a whole long reply must fit.
-#: 120 s at 48 kHz mono s16 is 11 MiB; past it the oldest audio is dropped (counted).
+#: 120 s at 24 kHz mono s16 is 5.5 MiB; past it the oldest audio is dropped (counted).
 MAX_PLAYOUT_S = 120.0
 #: If the event loop stalls longer than this, re-anchor the clock instead of bursting
 #: the backlog out (a burst only grows the receiver's jitter buffer).
 MAX_LAG_S = 0.2
+#: Real silence encoded after speech before switching to the cached silence packet:
+#: lets the encoder's ~6.5 ms look-ahead (the reply's last samples) reach the caller.
+TAIL_FRAMES = 1
 #: Chunks to the agent: 20 ms of 16 kHz audio (the issue asks for 20-40 ms).
 IN_CHUNK_BYTES = samples_per_frame(AGENT_INPUT_RATE_HZ) * SAMPLE_BYTES
 
@@ -52,75 +59,88 @@ class PlayoutStats:
 
 
 class AgentAudioTrack(MediaStreamTrack):
-    """The audio the caller hears: agent PCM paced out as fresh 20 ms 48 kHz frames.
+    """The audio the caller hears: agent PCM paced out as 20 ms Opus packets.
 
-    aiortc pulls `recv()`; the track sets the pace on a monotonic clock and sends
-    silence while the agent is quiet, so RTP never stalls.
+    aiortc pulls `recv()`; the track sets the pace on the loop's monotonic clock (one
+    timer per 20 ms shared by all calls, `gateway.frame_clock`) and returns
+    finished `av.Packet`s (see `gateway.opus_out`), which aiortc's sender packs into
+    RTP without encoding. While the agent is quiet it sends a cached silence packet,
+    so RTP never stalls and silence costs no encoding.
     """
 
     kind = "audio"
 
-    def __init__(self, max_playout_s: float = MAX_PLAYOUT_S) -> None:
+    def __init__(
+        self, max_playout_s: float = MAX_PLAYOUT_S, clock: FrameClock | None = None
+    ) -> None:
         super().__init__()
-        self._buffer = bytearray()
-        self._max_bytes = int(max_playout_s * WEBRTC_RATE_HZ) * SAMPLE_BYTES
-        self._resampler = MonoResampler(WEBRTC_RATE_HZ)
-        self._silence = bytes(OUT_FRAME_BYTES)
+        self._clock = clock  # the running loop's shared clock unless given
+        self._buffer = bytearray()  # agent PCM as it arrived: 24 kHz mono s16
+        self._max_bytes = int(max_playout_s * AGENT_OUTPUT_RATE_HZ) * SAMPLE_BYTES
+        self._encoder = OpusSpeechEncoder()
+        self._silence = silence_payload()
+        self._tail = 0
         self._start: float | None = None
-        self._pts = 0
+        self._ticks = 0  # RTP clock (48 kHz) of the next packet
         self.stats = PlayoutStats()
 
     @property
     def buffered_s(self) -> float:
-        return len(self._buffer) / (SAMPLE_BYTES * WEBRTC_RATE_HZ)
+        return len(self._buffer) / (SAMPLE_BYTES * AGENT_OUTPUT_RATE_HZ)
 
     def push(self, pcm: bytes) -> None:
         """Queue agent speech (24 kHz mono s16). Drops the oldest audio when full."""
-        self._buffer += self._resampler.pcm(pcm, AGENT_OUTPUT_RATE_HZ)
+        self._buffer += pcm[: len(pcm) - len(pcm) % SAMPLE_BYTES]
         excess = len(self._buffer) - self._max_bytes
         if excess > 0:
-            excess += excess % SAMPLE_BYTES
             del self._buffer[:excess]
             self.stats.dropped_bytes += excess
             logger.warning("playout buffer full: dropped %d bytes of agent audio", excess)
 
     def flush(self) -> None:
-        """Barge-in: drop everything queued; the next frame out is silence."""
+        """Barge-in: drop everything queued; the next packet out is silence."""
         self.stats.flushed_bytes += len(self._buffer)
         self._buffer.clear()
-        # A fresh resampler, so no filter tail of the old reply leaks out.
-        self._resampler = MonoResampler(WEBRTC_RATE_HZ)
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         await self._wait_for_next_frame()
-        if self._buffer:
-            chunk = bytes(self._buffer[:OUT_FRAME_BYTES])
-            del self._buffer[:OUT_FRAME_BYTES]
-            if len(chunk) < OUT_FRAME_BYTES:
-                chunk += self._silence[len(chunk) :]
+        buffer = self._buffer
+        if buffer:
+            chunk = bytes(buffer[:INPUT_FRAME_BYTES])
+            del buffer[:INPUT_FRAME_BYTES]
+            if len(chunk) < INPUT_FRAME_BYTES:
+                chunk = chunk.ljust(INPUT_FRAME_BYTES, b"\0")
+            packet = self._encoder.encode(chunk)
+            self._tail = TAIL_FRAMES
             self.stats.audio_frames_sent += 1
+        elif self._tail:
+            packet = self._encoder.encode(bytes(INPUT_FRAME_BYTES))
+            self._tail -= 1
         else:
-            chunk = self._silence
+            packet = av.Packet(self._silence)
         self.stats.frames_sent += 1
-        frame = pcm_to_frame(chunk, WEBRTC_RATE_HZ, pts=self._pts)
-        self._pts += OUT_FRAME_SAMPLES
-        return frame
+        stamped(packet, self._ticks)
+        self._ticks += RTP_FRAME_TICKS
+        return packet
 
     async def _wait_for_next_frame(self) -> None:
-        now = time.monotonic()
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = FrameClock.of_running_loop()
+        now = clock.now()
         if self._start is None:
-            self._start = now
+            self._start = clock.slot_start(now)
             return
-        due = self._start + self._pts / WEBRTC_RATE_HZ
+        due = self._start + self._ticks / WEBRTC_RATE_HZ
         if now - due > MAX_LAG_S:
             # Keep RTP timestamps tracking wall time: skip ahead, don't burst.
-            self._start = now - self._pts / WEBRTC_RATE_HZ
+            self._start = clock.slot_start(now) - self._ticks / WEBRTC_RATE_HZ
             self.stats.clock_resets += 1
             return
         if due > now:
-            await asyncio.sleep(due - now)
+            await clock.sleep_until(due)
 
 
 async def pump_caller_audio(
@@ -141,7 +161,11 @@ async def pump_caller_audio(
         if not isinstance(frame, av.AudioFrame):
             continue
         frames += 1
-        pending += resampler.frame(frame)
+        pcm = resampler.frame(frame)
+        if not pending and len(pcm) == chunk_bytes:
+            sink(pcm)  # the usual case: one 20 ms frame in, one chunk out, no copies
+            continue
+        pending += pcm
         while len(pending) >= chunk_bytes:
             sink(bytes(pending[:chunk_bytes]))
             del pending[:chunk_bytes]

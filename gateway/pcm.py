@@ -40,7 +40,10 @@ class MonoResampler:
     def frame(self, frame: av.AudioFrame) -> bytes:
         """Resample one decoded frame (any layout and rate)."""
         frame.pts = None  # the resampler needs no timing, and a jump in pts would upset it
-        return b"".join(mono_s16_bytes(out) for out in self._resampler.resample(frame))
+        out = self._resampler.resample(frame)
+        if len(out) == 1:
+            return mono_s16_bytes(out[0])
+        return b"".join(mono_s16_bytes(f) for f in out)
 
     def pcm(self, pcm: bytes, in_rate_hz: int) -> bytes:
         """Resample mono s16 `pcm` recorded at `in_rate_hz`."""

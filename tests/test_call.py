@@ -3,7 +3,7 @@
 Pins down:
 - POST /calls answers 201 with SDP and an unguessable Location; media connects;
 - the caller's audio reaches the agent as 16 kHz PCM in 20 ms chunks;
-- agent audio reaches the caller, non-silent, at 50 frames/s, silence otherwise;
+- agent audio reaches the caller at its energy, at 50 frames/s, silence otherwise;
 - data channel: `session` first, text round trip, bad messages get `error`;
 - `interrupted` flushes the agent's queued audio;
 - DELETE ends the call and releases everything; a fatal agent error ends it too;
@@ -59,6 +59,8 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         heard = caller.frames[start:]
         voiced = [f for f in heard if f.rms > 1000]
         assert 40 <= len(voiced) <= 60  # ~1 s of 20 ms frames
+        # The tone's energy (amplitude 8000: RMS 5657) survives our Opus encoding.
+        assert 0.8 * 5657 <= sorted(f.rms for f in voiced)[len(voiced) // 2] <= 1.2 * 5657
         span = heard[-1].at - heard[0].at
         assert 40 <= (len(heard) - 1) / span <= 60  # ~50 frames per second on the wire
 

@@ -1,11 +1,13 @@
 """The media seam without a network: pacing, frame layout, resampling, flush, drops.
 
 Pins down:
-- outbound frames are fresh, tight 20 ms 48 kHz mono s16 frames (1920-byte planes),
-  with pts advancing 960 per frame, paced at real time on a monotonic clock;
-- silence when idle; agent audio resampled 24 -> 48 kHz keeps its duration;
-- `flush()` (barge-in) drops all queued audio: the very next frame is silent;
+- outbound audio is finished Opus packets (aiortc only packs them), stamped on the
+  48 kHz RTP clock (+960 per packet), paced at real time on a monotonic clock;
+- while idle, the cached silence packet (no encoding); it decodes to silence;
+- agent audio keeps its duration (50 voiced packets per second) and its energy;
+- `flush()` (barge-in): at most 2 frames of the old reply get out, then silence;
 - the playout buffer is bounded; the oldest audio is dropped and counted;
+- a stalled event loop re-anchors the clock instead of bursting the backlog;
 - inbound 48 kHz stereo frames become 16 kHz mono PCM in 20 ms chunks.
 """
 
@@ -21,40 +23,66 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
+from gateway.opus_out import silence_payload
 from tests.fakes import agent_tone
 from tests.peers import rms
 
 
-async def test_frames_are_tight_paced_and_silent_when_idle() -> None:
+def decoded_rms(packets: list[av.Packet]) -> list[float]:
+    """Each packet's energy as the caller's decoder hears it (48 kHz stereo s16)."""
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", 48_000
+    out = []
+    for packet in packets:
+        frames = decoder.decode(av.Packet(bytes(packet)))
+        pcm = b"".join(bytes(f.planes[0])[: f.samples * 4] for f in frames)
+        assert len(pcm) == 960 * 4  # 20 ms, whatever the encoder's input rate
+        out.append(rms(pcm))
+    return out
+
+
+async def test_packets_are_paced_stamped_and_cached_silence_when_idle() -> None:
     track = AgentAudioTrack()
     start = time.monotonic()
-    frames = [await track.recv() for _ in range(26)]
+    packets = [await track.recv() for _ in range(26)]
     elapsed = time.monotonic() - start
-    assert 0.45 <= elapsed <= 0.7  # 25 intervals of 20 ms after the first frame
-    for i, frame in enumerate(frames):
-        assert (frame.samples, frame.sample_rate, frame.format.name, frame.layout.name) == (
-            960,
-            48_000,
-            "s16",
-            "mono",
-        )
-        assert frame.planes[0].buffer_size == 1920
-        assert frame.pts == 960 * i
-        assert frame.time_base == fractions.Fraction(1, 48_000)
-    assert all(rms(bytes(f.planes[0])) == 0 for f in frames)
+    assert 0.45 <= elapsed <= 0.7  # 25 intervals of 20 ms after the first packet
+    for i, packet in enumerate(packets):
+        assert isinstance(packet, av.Packet)  # aiortc packs it: no encoder, no level loop
+        assert packet.pts == 960 * i  # the 48 kHz RTP clock
+        assert packet.time_base == fractions.Fraction(1, 48_000)
+        assert bytes(packet) == silence_payload()  # nothing encoded while quiet
+    assert all(level < 5 for level in decoded_rms(packets))  # -80 dBFS: digital silence
+    assert track.stats.frames_sent == 26
+    assert track.stats.audio_frames_sent == 0
     track.stop()
 
 
-async def test_agent_audio_keeps_its_duration_and_flush_cuts_it() -> None:
+async def test_agent_audio_keeps_its_duration_and_energy() -> None:
     track = AgentAudioTrack()
-    track.push(agent_tone(1.0))
-    assert abs(track.buffered_s - 1.0) < 0.01
-    voiced = [rms(bytes((await track.recv()).planes[0])) > 1000 for _ in range(10)]
-    assert all(voiced)
+    track.push(agent_tone(1.0))  # 440 Hz, amplitude 8000: RMS 5657
+    assert abs(track.buffered_s - 1.0) < 0.001
+    levels = decoded_rms([await track.recv() for _ in range(60)])
+    voiced = [level for level in levels if level > 1000]
+    assert 49 <= len(voiced) <= 51  # 1 s of 20 ms packets, the encoder's tail included
+    assert 0.85 * 5657 <= float(np.median(voiced)) <= 1.15 * 5657
+    assert all(level < 50 for level in levels[52:])  # then silence
+    assert track.stats.audio_frames_sent == 50
+    track.stop()
+
+
+async def test_flush_lets_at_most_two_frames_of_the_old_reply_out() -> None:
+    track = AgentAudioTrack()
+    track.push(agent_tone(5.0))
+    packets = [await track.recv() for _ in range(10)]
     track.flush()
     assert track.buffered_s == 0
-    assert rms(bytes((await track.recv()).planes[0])) == 0  # no frame of the old reply
-    assert track.stats.flushed_bytes > 0
+    packets += [await track.recv() for _ in range(10)]
+    levels = decoded_rms(packets)
+    assert all(level > 1000 for level in levels[:10])
+    assert sum(level > 50 for level in levels[10:]) <= 2  # the encoder's look-ahead
+    assert all(level < 50 for level in levels[12:])
+    assert track.stats.flushed_bytes > 4.5 * 24_000 * 2
     track.stop()
 
 
@@ -63,7 +91,20 @@ async def test_playout_buffer_is_bounded_and_drops_are_counted() -> None:
     track.push(agent_tone(0.4))
     track.push(agent_tone(0.4))
     assert abs(track.buffered_s - 0.5) < 0.001
-    assert track.stats.dropped_bytes > 0.29 * 48_000 * 2
+    assert track.stats.dropped_bytes == round(0.3 * 24_000) * 2
+    track.stop()
+
+
+async def test_a_stalled_loop_reanchors_the_clock_instead_of_bursting() -> None:
+    track = AgentAudioTrack()
+    await track.recv()
+    time.sleep(0.3)  # noqa: ASYNC251 - the event loop stalls for longer than MAX_LAG_S
+    await track.recv()  # late: sent at once, and the clock restarts from now
+    start = time.monotonic()
+    stamps = [(await track.recv()).pts for _ in range(5)]
+    assert time.monotonic() - start >= 0.08  # paced again, not a burst of the backlog
+    assert track.stats.clock_resets == 1
+    assert stamps == [960 * i for i in range(2, 7)]  # RTP time stays continuous
     track.stop()
 
 

@@ -10,8 +10,8 @@ Pins down:
 - packets held behind a hole come out after `max_hold_s` even if no packet follows
   (the end of a talk spurt), and stopping wakes a waiting `recv()`; a hold timer that
   fires late (stalled loop) gives a missing packet a grace period instead of skipping;
-- over a real loopback call every packet becomes exactly one frame of the tone, with
-  `pts` advancing 20 ms per frame, the stock decoder stays idle, and the track ends
+- over a real loopback call every packet becomes exactly one 48 kHz mono frame of the
+  tone, with `pts` advancing 20 ms per frame, the stock decoder stays idle, and the track ends
   when the peer connection closes.
 """
 
@@ -246,6 +246,10 @@ async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> N
         inbound = [s for s in stats if s.type == "inbound-rtp"]
         assert inbound[0].packetsReceived == frames
         assert [f.pts for f in received] == [i * FRAME_SAMPLES for i in range(frames)]
+        # Decoded straight to mono (the caller's voice; half the work downstream).
+        assert {(f.layout.name, f.sample_rate, f.samples) for f in received} == {
+            ("mono", 48_000, FRAME_SAMPLES)
+        }
         pcm = np.concatenate([f.to_ndarray().ravel() for f in received[5:]]).astype(float)
         assert np.sqrt(np.mean(pcm**2)) > 2000  # the 6000-peak tone, not silence
         assert track.stats.frames_out == frames
