@@ -101,6 +101,11 @@ class AgentAudioTrack(MediaStreamTrack):
         """Barge-in: drop everything queued; the next packet out is silence."""
         self.stats.flushed_bytes += len(self._buffer)
         self._buffer.clear()
+        # No tail frame: it would carry the encoder's look-ahead of the old reply
+        # (-20 to -30 dB, one frame longer audible). A fresh encoder keeps the next
+        # reply clean of it too.
+        self._tail = 0
+        self._encoder = OpusSpeechEncoder()
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -162,6 +167,12 @@ async def pump_caller_audio(
             continue
         frames += 1
         pcm = resampler.frame(frame)
+        if frames == 1:
+            # The resampler holds back its filter delay (304 of 320 samples come out
+            # of the first 20 ms): pad it once, or every chunk would then wait for
+            # the next frame, adding 20 ms to all of the call's uplink.
+            due = frame.samples * AGENT_INPUT_RATE_HZ // frame.sample_rate * SAMPLE_BYTES
+            pcm = bytes(max(0, due - len(pcm))) + pcm
         if not pending and len(pcm) == chunk_bytes:
             sink(pcm)  # the usual case: one 20 ms frame in, one chunk out, no copies
             continue
