@@ -145,3 +145,26 @@ async def test_scripted_agent_module_serves_through_the_runner(
         streamed = "".join(m["text"] for m in caller.messages if m.get("type") == "text")
         assert streamed.startswith("You said: hello")
     await connector.close()
+
+
+async def test_start_up_objects_are_kept_from_the_garbage_collector() -> None:
+    """A full collection over ADK's start-up heap stalls every call at once (~45 ms)."""
+    import gc
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.agents.scripted import root_agent
+    from gateway.app import add_adk_lifecycle, create_app
+    from tests.conftest import gateway_settings
+
+    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="gc")  # type: ignore[no-untyped-call]
+    app = create_app(gateway_settings(), connector)
+    add_adk_lifecycle(app, connector)
+    gc.unfreeze()
+    client = TestClient(TestServer(app))
+    try:
+        await client.start_server()
+        assert gc.get_freeze_count() > 50_000  # ADK, pydantic, aiortc, google-genai
+    finally:
+        await client.close()
+        gc.unfreeze()
