@@ -29,18 +29,15 @@ from gateway.agent_api import AgentAudio, AgentEvent, AgentInterrupted, Modality
 from gateway.app import create_app
 from gateway.audio_format import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
 from gateway.config import load_settings
-
-VOICE_RMS = 500.0
-MIN_VOICE_S = 0.10
-END_OF_TURN_QUIET_S = 0.30
-BARGE_IN_VOICE_S = 0.06
-CHUNK_S = 0.04
-REPLY_S = 1.5
-
-
-def tone(duration_s: float, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:
-    t = np.arange(int(duration_s * AGENT_OUTPUT_RATE_HZ)) / AGENT_OUTPUT_RATE_HZ
-    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()
+from gateway.models.scripted import (
+    BARGE_IN_VOICE_S,
+    CHUNK_S,
+    END_OF_TURN_QUIET_S,
+    MIN_VOICE_S,
+    REPLY_S,
+    VOICE_RMS,
+    tone,
+)
 
 
 class FakeScriptedSession:

@@ -296,14 +296,28 @@ def install_receive_path(
     must `stop()` it (`caller_audio_track` does so when the connection closes)."""
     if receiver.track is None or receiver.track.kind != "audio":
         raise ValueError("install_receive_path needs an audio receiver")
+    _check_seam(receiver)
+    track = LossTolerantAudioTrack(receiver.track, codecs, max_hold_s=max_hold_s)
+    tap_packets(receiver, track.on_packet)
+    return track
+
+
+def tap_packets(receiver: RTCRtpReceiver, sink: Callable[[RtpPacket], None]) -> None:
+    """Hand every RTP packet the receiver accepts (after SRTP, RTCP and SSRC checks)
+    to `sink`, instead of aiortc's jitter buffer and decoder. Raises
+    `ReceivePathUnavailable` if aiortc changed. Also what the load tester listens with."""
+    _check_seam(receiver)
+    setattr(receiver, JITTER_BUFFER_ATTR, _PacketTap(sink))
+
+
+def _check_seam(receiver: RTCRtpReceiver) -> None:
     current = getattr(receiver, JITTER_BUFFER_ATTR, None)
+    if isinstance(current, _PacketTap):
+        raise ValueError("the receiver is tapped already")
     if not isinstance(current, JitterBuffer) or not callable(getattr(current, "add", None)):
         raise ReceivePathUnavailable(
             f"aiortc's RTCRtpReceiver has no {JITTER_BUFFER_ATTR} JitterBuffer any more"
         )
-    track = LossTolerantAudioTrack(receiver.track, codecs, max_hold_s=max_hold_s)
-    setattr(receiver, JITTER_BUFFER_ATTR, _PacketTap(track.on_packet))
-    return track
 
 
 def remote_codecs(

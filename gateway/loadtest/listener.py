@@ -22,11 +22,10 @@ from collections.abc import Callable
 import av
 import numpy as np
 from aiortc import RTCRtpReceiver
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 from av.audio.codeccontext import AudioCodecContext
 
-from gateway.receive_path import JITTER_BUFFER_ATTR, ReceivePathUnavailable
+from gateway.receive_path import tap_packets
 
 #: Consecutive packets further apart than this are a gap (two 20 ms frame times).
 GAP_S = 0.040
@@ -157,22 +156,6 @@ def _first_at_or_after(times: list[float], after: float) -> float | None:
     return times[index] if index < len(times) else None
 
 
-class _PacketTap:
-    """Stands in for the receiver's jitter buffer: hands packets over, returns no frame."""
-
-    def __init__(self, sink: Callable[[RtpPacket], None]) -> None:
-        self._sink = sink
-
-    def add(self, packet: RtpPacket) -> tuple[bool, None]:
-        self._sink(packet)
-        return False, None
-
-
 def tap_receiver(receiver: RTCRtpReceiver, monitor: AgentAudioMonitor) -> None:
     """Route an audio receiver's packets to `monitor` instead of aiortc's decoder."""
-    current = getattr(receiver, JITTER_BUFFER_ATTR, None)
-    if not isinstance(current, JitterBuffer):
-        raise ReceivePathUnavailable(
-            f"aiortc's RTCRtpReceiver has no {JITTER_BUFFER_ATTR} JitterBuffer any more"
-        )
-    setattr(receiver, JITTER_BUFFER_ATTR, _PacketTap(monitor.on_packet))
+    tap_packets(receiver, monitor.on_packet)
