@@ -8,9 +8,10 @@ clock stays 48 kHz, RFC 7587) and hand aiortc finished `av.Packet`s, which its
 sender only packs. A mono stream is valid on the negotiated opus/48000/2: decoders
 output stereo either way.
 
-Measured on this machine with espeak-ng speech, per 20 ms frame: aiortc's way
-(48 kHz stereo, 96 kbit/s, complexity 10) ~200 us plus the level loop; ours ~160 us
-with FEC (see `COMPLEXITY`); silence costs nothing: it is one cached packet.
+Measured on this machine, per 20 ms of espeak-ng speech at 24 kHz (complexity 3):
+aiortc's way (48 kHz stereo, 96 kbit/s, complexity 10) ~200 us plus the level loop;
+SILK/hybrid (`voip`) with in-band FEC 140-160 us, without FEC 117 us; CELT
+(`audio`, what we use) 43 us at 36 kbit/s. Silence costs nothing: one cached packet.
 Imports PyAV only.
 """
 
@@ -30,16 +31,16 @@ from gateway.audio_format import (
     samples_per_frame,
 )
 
-#: Plenty for one voice (WebRTC's own default for mono speech is 32 kbit/s).
-BITRATE_BPS = 32_000
-#: libopus complexity 0-10. Per 20 ms of espeak-ng speech at 24 kHz, with FEC:
-#: 10 -> 246 us, 5 -> 195 us, 3 -> 161 us, 2 -> 154 us (0-1: ~75 us, but libopus
-#: then drops FEC). 3 keeps SILK's full analysis minus the costliest searches; the
-#: difference is hard to hear at this bitrate (WebRTC itself uses 5 on mobile).
+#: libopus's CELT mode (`audio` application): a third of the CPU of SILK/hybrid
+#: (`voip`) for the agent's speech, which is the largest single cost of a busy call
+#: (docs/benchmarks.md, "Where the CPU goes"). The price: no in-band FEC (it exists
+#: only in SILK), so a lost downlink packet is concealed by the caller's decoder
+#: rather than recovered; and ~36 instead of ~29 kbit/s while the agent speaks.
+APPLICATION = "audio"
+#: Target bitrate; CELT's VBR lands near 36 kbit/s on speech at this setting.
+BITRATE_BPS = 24_000
+#: libopus complexity 0-10: 3 -> 43 us, 5 -> 55 us per frame in CELT mode.
 COMPLEXITY = 3
-#: In-band FEC for the caller's decoder (browsers offer `useinbandfec=1`): each packet
-#: carries a low-bitrate copy of the previous one, sized for this expected loss.
-FEC_LOSS_PERCENT = 5
 #: The agent's PCM goes in as it is (24 kHz mono s16); 20 ms per packet.
 INPUT_RATE_HZ = AGENT_OUTPUT_RATE_HZ
 INPUT_FRAME_SAMPLES = samples_per_frame(INPUT_RATE_HZ)
@@ -57,12 +58,7 @@ def _new_codec() -> av.AudioCodecContext:
     codec.layout = "mono"
     codec.sample_rate = INPUT_RATE_HZ
     codec.time_base = _INPUT_TIME_BASE
-    codec.options = {
-        "application": "voip",
-        "compression_level": str(COMPLEXITY),
-        "fec": "1",
-        "packet_loss": str(FEC_LOSS_PERCENT),
-    }
+    codec.options = {"application": APPLICATION, "compression_level": str(COMPLEXITY)}
     return codec
 
 

@@ -2,7 +2,7 @@
 
 Pins down:
 - POST /calls answers 201 with SDP and an unguessable Location; media connects;
-- the caller's audio reaches the agent as 16 kHz PCM in 20 ms chunks;
+- the caller's audio reaches the agent as 16 kHz PCM in 40 ms chunks;
 - agent audio reaches the caller at its energy, at 50 frames/s, silence otherwise;
 - data channel: `session` first, text round trip, bad messages get `error`;
 - `interrupted` flushes the agent's queued audio;
@@ -37,15 +37,15 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         assert session["session_id"] == connector.last.session_id
         assert session["mode"] == "audio"
 
-        # Caller speaks 1 s of tone: the agent gets ~1 s of loud 16 kHz PCM in 20 ms chunks.
+        # Caller speaks 1 s of tone: the agent gets ~1 s of loud 16 kHz PCM in 40 ms chunks.
         caller.mic.play(tone_pcm(1.0))
         agent = connector.last
         async with asyncio.timeout(5):
             while len(agent.audio) < 2 * AGENT_INPUT_RATE_HZ * 1.0:
                 await asyncio.sleep(0.05)
-        assert len(agent.audio) / agent.audio_chunks == 640  # 20 ms of 16 kHz s16
-        loud = [agent.audio[i : i + 640] for i in range(0, len(agent.audio), 640)]
-        assert sum(rms(bytes(c)) > 1000 for c in loud) >= 40  # >= 0.8 s of the tone
+        assert len(agent.audio) / agent.audio_chunks == 1280  # 40 ms of 16 kHz s16
+        loud = [agent.audio[i : i + 1280] for i in range(0, len(agent.audio), 1280)]
+        assert sum(rms(bytes(c)) > 1000 for c in loud) >= 20  # >= 0.8 s of the tone
 
         # Agent speaks 1 s: the caller hears ~1 s of non-silent audio, paced at 50 fps.
         start = len(caller.frames)

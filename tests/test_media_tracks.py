@@ -8,7 +8,7 @@ Pins down:
 - `flush()` (barge-in): at most 2 frames of the old reply get out, then silence;
 - the playout buffer is bounded; the oldest audio is dropped and counted;
 - a stalled event loop re-anchors the clock instead of bursting the backlog;
-- inbound 48 kHz stereo frames become 16 kHz mono PCM in 20 ms chunks.
+- inbound 48 kHz stereo frames become 16 kHz mono PCM in 40 ms chunks.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ async def test_caller_audio_becomes_16k_mono_chunks() -> None:
     chunks: list[bytes] = []
     frames = await pump_caller_audio(StereoSourceTrack(50), chunks.append)
     assert frames == 50
-    assert {len(c) for c in chunks} == {640}
+    assert {len(c) for c in chunks} == {1280}
     total_s = sum(len(c) for c in chunks) / 2 / 16_000
     assert 0.95 <= total_s <= 1.0
     assert rms(b"".join(chunks[5:])) > 3000  # the tone survives resampling
@@ -152,5 +152,5 @@ async def test_each_caller_frame_reaches_the_agent_as_it_arrives() -> None:
         frames_when_chunked.append(10 - track.left)
 
     await pump_caller_audio(track, sink)
-    assert frames_when_chunked == list(range(1, 11))  # chunk n out right after frame n
-    assert {len(c) for c in chunks} == {640}
+    assert frames_when_chunked == [2, 4, 6, 8, 10]  # chunk n right after frame 2n
+    assert {len(c) for c in chunks} == {1280}
