@@ -73,6 +73,10 @@ class OpusSpeechEncoder:
     def __init__(self) -> None:
         self._codec = _new_codec()
         self._pts = 0
+        # A fresh CELT encoder's first frame comes out ~27 dB down (no history to
+        # predict its energy from): spend that frame on silence, not on the reply's
+        # first 20 ms, or every reply would reach the caller one frame late.
+        self.encode(bytes(INPUT_FRAME_BYTES))
 
     def encode(self, pcm: bytes) -> av.Packet[Any]:
         """Encode exactly `INPUT_FRAME_BYTES` of PCM."""

@@ -154,3 +154,21 @@ async def test_each_caller_frame_reaches_the_agent_as_it_arrives() -> None:
     await pump_caller_audio(track, sink)
     assert frames_when_chunked == [2, 4, 6, 8, 10]  # chunk n right after frame 2n
     assert {len(c) for c in chunks} == {1280}
+
+
+async def test_a_reply_is_loud_from_its_first_packet() -> None:
+    """On a new call and after a barge-in, the reply's first 20 ms are not lost to a
+    cold encoder (CELT's first frame has no energy history)."""
+    track = AgentAudioTrack()
+    packets = [await track.recv() for _ in range(3)]  # cached silence, encoder idle
+    track.push(agent_tone(0.1))
+    packets += [await track.recv() for _ in range(2)]
+    track.flush()  # barge-in: a fresh encoder
+    track.push(agent_tone(0.1))
+    packets += [await track.recv() for _ in range(2)]
+    levels = decoded_rms(packets)
+    assert all(level < 50 for level in levels[:3])
+    # The decoder lags ~6.5 ms, so the first packet carries ~2/3 of the tone's energy.
+    assert levels[3] > 2500
+    assert levels[5] > 2500
+    track.stop()
