@@ -170,7 +170,7 @@ async def gateway_process(
         args = [
             *python, "-m", "gateway", "--agent", "gateway.agents.scripted:root_agent",
             "--session-url", session_url, "--ice-addresses", "127.0.0.1",
-            "--port", str(port), "--max-calls", "200", "--log-level", "WARNING",
+            "--port", str(port), "--max-calls", "200", "--log-level", "WARNING", "--workers", "1",
         ]  # fmt: skip
     else:
         args = [*python, "-m", "bench.memory", "serve", "--agent", agent, "--port", str(port)]
