@@ -38,6 +38,9 @@ from pocketsphinx import Decoder, get_model_path
 
 logger = logging.getLogger(__name__)
 
+#: Audio per `process_raw` call (see `process_in_slices`): 50 ms of 16 kHz s16.
+SLICE_BYTES = 1600
+
 FEAT_PARAMS = Path(__file__).with_name("feat.params")
 #: Longest utterance kept for the open-vocabulary second pass: 20 s of 16 kHz s16.
 MAX_UTTERANCE_BYTES = 20 * 16_000 * 2  # 20 s
@@ -213,7 +216,7 @@ class UtteranceRecognizer:
             audio = bytes(self._audio)
             self._decoder.get_cmn(True)
             self._decoder.start_utt()
-            self._decoder.process_raw(scaled(audio, hot_gain(audio)))
+            process_in_slices(self._decoder, scaled(audio, hot_gain(audio)))
             self._decoder.end_utt()
             text = self._grammar_phrase(speech_s)
         if text is not None:
@@ -267,6 +270,15 @@ def scaled(pcm: bytes, gain: float) -> bytes:
     return out
 
 
+def process_in_slices(decoder: Decoder, pcm: bytes) -> None:
+    """Decode `pcm` in 50 ms slices. pocketsphinx holds the GIL for a whole
+    `process_raw` call: one call over a 2 s utterance with the open model stalled the
+    event loop, and so every call's audio in the process, for ~0.45 s. A slice holds
+    it for ~15 ms at most (same results on the phrases checked)."""
+    for offset in range(0, len(pcm), SLICE_BYTES):
+        decoder.process_raw(pcm[offset : offset + SLICE_BYTES])
+
+
 def recognize_open(pcm: bytes) -> str:
     """Open-vocabulary recognition of a whole utterance (16 kHz mono s16)."""
     if not pcm:
@@ -274,7 +286,7 @@ def recognize_open(pcm: bytes) -> str:
     with _pool.open_lock:
         decoder = _pool.open_decoder()
         decoder.start_utt()
-        decoder.process_raw(scaled(pcm, hot_gain(pcm)), full_utt=True)
+        process_in_slices(decoder, scaled(pcm, hot_gain(pcm)))
         decoder.end_utt()
         hyp = decoder.hyp()
     return _clean(hyp.hypstr) if hyp is not None else ""
@@ -302,8 +314,7 @@ def recognize_jsgf(pcm: bytes, jsgf: str) -> str:
         decoder.set_cmn(decoder.config["cmninit"])
         for _ in range(ONE_SHOT_PASSES):
             decoder.start_utt()
-            for offset in range(0, len(pcm), 3200):
-                decoder.process_raw(pcm[offset : offset + 3200])
+            process_in_slices(decoder, pcm)
             decoder.end_utt()
             decoder.get_cmn(True)
         hyp = decoder.hyp()
