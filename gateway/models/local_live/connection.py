@@ -56,7 +56,7 @@ T = TypeVar("T")
 RECOGNITION_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
     max_workers=2, thread_name_prefix="local-live-asr"
 )
-#: Caller audio waiting for the endpointer: 250 chunks (5 s of 20 ms chunks). When
+#: Caller audio waiting for the endpointer: 250 chunks (10 s of the gateway's 40 ms chunks). When
 #: full, the oldest chunk is dropped and counted: the caller's latest audio matters.
 AUDIO_QUEUE_CHUNKS = 250
 #: Responses waiting for ADK; producers wait when it is full (backpressure).
