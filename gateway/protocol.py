@@ -7,6 +7,7 @@ project's agent events and errors, nothing from the media stack or ADK.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +25,16 @@ from gateway.errors import InvalidMessage
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
+#: Session and user ids, wherever a client names one (query strings, JSON, the
+#: seed's WebSocket path): what is safe in a URL, a log line and a database key.
+ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+_ID = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether `value` is a whole id (no trailing newline, unlike `re.match` with `$`)."""
+    return _ID.fullmatch(value) is not None
+
 
 # Message types, defined once (mirrored in client/protocol.js).
 MSG_TEXT = "text"

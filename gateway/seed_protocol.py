@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,13 @@ from gateway.agent_api import (
     TurnComplete,
 )
 from gateway.errors import BadRequest, InvalidMessage, UnsupportedMediaType
-from gateway.protocol import MAX_TEXT_CHARS, error_message, event_message
+from gateway.protocol import (
+    ID_PATTERN,
+    MAX_TEXT_CHARS,
+    error_message,
+    event_message,
+    is_valid_id,
+)
 
 MIME_TEXT = "text/plain"
 MIME_AUDIO = "audio/pcm"
@@ -47,7 +52,6 @@ MAX_AUDIO_FRAME_BYTES = 64 * 1024
 #: Base64 plus the JSON around it stays well under this.
 MAX_FRAME_BYTES = 128 * 1024
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _FLAGS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -83,11 +87,11 @@ def _flag(query: dict[str, str], name: str) -> bool:
 
 def parse_params(user_id: str, query: dict[str, str]) -> SocketParams:
     """Validate the path and query; raises `BadRequest` saying what is wrong."""
-    if not _ID_RE.fullmatch(user_id):
-        raise BadRequest("user_id must match [A-Za-z0-9_.:-]{1,128}")
+    if not is_valid_id(user_id):
+        raise BadRequest(f"user_id must match {ID_PATTERN}")
     session_id = query.get("session_id") or None
-    if session_id is not None and not _ID_RE.fullmatch(session_id):
-        raise BadRequest("session_id must match [A-Za-z0-9_.:-]{1,128}")
+    if session_id is not None and not is_valid_id(session_id):
+        raise BadRequest(f"session_id must match {ID_PATTERN}")
     modality = Modality.AUDIO if _flag(query, "is_audio") else Modality.TEXT
     return SocketParams(user_id, modality, session_id, _flag(query, "events"))
 

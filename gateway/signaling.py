@@ -9,7 +9,6 @@ process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Literal
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.protocol import ID_PATTERN, is_valid_id
 from gateway.stats import process_stats, sibling_stats
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEFAULT_USER_ID = "anonymous"
 WORKER_HEADER = "X-Gateway-Worker"
 
@@ -46,8 +45,8 @@ class OfferRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     sdp: str = Field(min_length=1)
     type: Literal["offer"]
-    session_id: str | None = Field(None, pattern=ID_PATTERN.pattern)
-    user_id: str | None = Field(None, pattern=ID_PATTERN.pattern)
+    session_id: str | None = Field(None, pattern=f"^{ID_PATTERN}$")
+    user_id: str | None = Field(None, pattern=f"^{ID_PATTERN}$")
     mode: Literal["audio", "text"] = "audio"
 
 
@@ -89,8 +88,8 @@ async def read_body(request: web.Request, *, content_type: str) -> str:
 
 def _query_id(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
-    if value is not None and not ID_PATTERN.match(value):
-        raise BadRequest(f"{name} must match {ID_PATTERN.pattern}")
+    if value is not None and not is_valid_id(value):
+        raise BadRequest(f"{name} must match {ID_PATTERN}")
     return value
 
 

@@ -134,6 +134,9 @@ async def test_query_validation_and_unknown_ids(
     assert (
         await client.post("/calls?session_id=a%20b", data=valid_offer, headers=SDP)
     ).status == 400
+    assert (  # a whole id: `$` alone would let a trailing newline through
+        await client.post("/calls?session_id=abc%0A", data=valid_offer, headers=SDP)
+    ).status == 400
     unknown = await client.post("/calls?session_id=missing", data=valid_offer, headers=SDP)
     assert unknown.status == 404
     assert (await client.delete("/calls/does-not-exist")).status == 404
