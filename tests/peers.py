@@ -92,6 +92,16 @@ class ReceivedFrame:
     samples: int
 
 
+async def frames_of(track: MediaStreamTrack) -> AsyncIterator[av.AudioFrame]:
+    """The track's frames until it ends."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        yield frame
+
+
 @dataclass
 class CallerPeer:
     """One caller. `offer()` -> POST it -> `accept(answer)`; then talk and listen."""
@@ -121,13 +131,12 @@ class CallerPeer:
         self._tasks.append(asyncio.create_task(self._listen(track), name="peer/listen"))
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
-            self.frames.append(ReceivedFrame(time.monotonic(), rms(pcm), frame.samples))
+        async for frame in frames_of(track):
+            self._on_frame(frame)
+
+    def _on_frame(self, frame: av.AudioFrame) -> None:
+        pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
+        self.frames.append(ReceivedFrame(time.monotonic(), rms(pcm), frame.samples))
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())

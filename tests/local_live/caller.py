@@ -13,8 +13,6 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from tests.peers import CallerPeer, PcmPlayerTrack, ReceivedFrame, rms
 
@@ -48,18 +46,13 @@ class ListeningCaller(CallerPeer):
         self.message_times.append(time.monotonic())
         super()._on_message(message)
 
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            channels = len(frame.layout.channels)
-            pcm = bytes(frame.planes[0])[: frame.samples * 2 * channels]
-            mono = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)[:, 0].tobytes()
-            now = time.monotonic()
-            self.heard.append((now, mono))
-            self.frames.append(ReceivedFrame(now, rms(mono), frame.samples))
+    def _on_frame(self, frame: av.AudioFrame) -> None:
+        channels = len(frame.layout.channels)
+        pcm = bytes(frame.planes[0])[: frame.samples * 2 * channels]
+        mono = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)[:, 0].tobytes()
+        now = time.monotonic()
+        self.heard.append((now, mono))
+        self.frames.append(ReceivedFrame(now, rms(mono), frame.samples))
 
     def message_time(self, message: dict[str, Any]) -> float:
         """Arrival time of a message from `messages` (compared by identity)."""

@@ -24,6 +24,7 @@ from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.relay import Impairment
 from tests.netem.relay_thread import RelayThread
 from tests.netem.sdp import route_via
+from tests.peers import frames_of
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960
@@ -89,11 +90,7 @@ class FrameLog:
                     return
 
     async def consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
+        async for frame in frames_of(track):
             self.arrivals_s.append(time.monotonic())
             self.pts.append(int(frame.pts))
             self.samples += frame.samples
