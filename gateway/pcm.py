@@ -50,3 +50,7 @@ class MonoResampler:
         if not pcm:
             return b""
         return self.frame(pcm_to_frame(pcm, in_rate_hz))
+
+    def flush(self) -> bytes:
+        """What the filter still holds, at the end of a stream."""
+        return b"".join(mono_s16_bytes(f) for f in self._resampler.resample(None))

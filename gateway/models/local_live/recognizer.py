@@ -296,11 +296,6 @@ def recognize_open(pcm: bytes) -> str:
     return _clean(hyp.hypstr) if hyp is not None else ""
 
 
-def recognize_phrases(pcm: bytes, phrases: list[str]) -> str:
-    """One-shot: which of `phrases` is `pcm` ("" when none fits)."""
-    return recognize_jsgf(pcm, build_jsgf([normalize(p) for p in phrases]))
-
-
 def recognize_jsgf(pcm: bytes, jsgf: str) -> str:
     """One-shot recognition of a whole utterance against a JSGF grammar."""
     decoder, stale_search = _pool.take()

@@ -26,10 +26,8 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
-import av
-
 from gateway.audio_format import AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
-from gateway.pcm import mono_s16_bytes, pcm_to_frame
+from gateway.pcm import MonoResampler
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +52,6 @@ class SpeechSynthesizer(Protocol):
     """Text in, 24 kHz mono s16 PCM chunks out, as they are made."""
 
     def stream(self, text: str) -> AsyncGenerator[bytes, None]: ...
-
-
-class _Resampler:
-    """22050 Hz -> 24 kHz mono s16, stateful across one utterance's chunks."""
-
-    def __init__(self) -> None:
-        self._av = av.AudioResampler(format="s16", layout="mono", rate=AGENT_OUTPUT_RATE_HZ)
-
-    def pcm(self, pcm: bytes) -> bytes:
-        if not pcm:
-            return b""
-        frame = pcm_to_frame(pcm, ESPEAK_RATE_HZ)
-        return b"".join(mono_s16_bytes(f) for f in self._av.resample(frame))
-
-    def flush(self) -> bytes:
-        return b"".join(mono_s16_bytes(f) for f in self._av.resample(None))
 
 
 class EspeakLibrary:
@@ -122,12 +104,12 @@ class EspeakLibrary:
         # Bounded by the text: a reply is at most MAX_REPLY_CHARS (~30 s of audio).
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         stop = threading.Event()
-        resampler = _Resampler()
+        resampler = MonoResampler(AGENT_OUTPUT_RATE_HZ)
 
         def sink(pcm: bytes) -> bool:
             if stop.is_set():
                 return False
-            out = resampler.pcm(pcm)
+            out = resampler.pcm(pcm, ESPEAK_RATE_HZ)
             if out:
                 loop.call_soon_threadsafe(chunks.put_nowait, out)
             return True
@@ -179,12 +161,12 @@ class EspeakCommand:
             stderr=asyncio.subprocess.DEVNULL,
         )
         assert process.stdout is not None
-        resampler = _Resampler()
+        resampler = MonoResampler(AGENT_OUTPUT_RATE_HZ)
         try:
             header = await process.stdout.readexactly(44)  # the WAV header
             del header
             while block := await process.stdout.read(BUFFER_MS * ESPEAK_RATE_HZ * 2 // 1000):
-                if out := resampler.pcm(block[: len(block) // 2 * 2]):
+                if out := resampler.pcm(block[: len(block) // 2 * 2], ESPEAK_RATE_HZ):
                     yield out
             if tail := resampler.flush():
                 yield tail
