@@ -36,8 +36,8 @@ from gateway.models.scripted import (
     MIN_VOICE_S,
     REPLY_S,
     VOICE_RMS,
-    tone,
 )
+from gateway.pcm import tone
 
 
 class FakeScriptedSession:
@@ -48,7 +48,7 @@ class FakeScriptedSession:
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
         self._reply: asyncio.Task[None] | None = None
         self._voiced_s = self._quiet_s = 0.0
-        self._answer = tone(REPLY_S)
+        self._answer = tone(REPLY_S, AGENT_OUTPUT_RATE_HZ)
 
     def send_audio(self, pcm: bytes) -> None:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)

@@ -30,6 +30,19 @@ def pcm_to_frame(pcm: bytes, rate_hz: int, pts: int | None = None) -> av.AudioFr
     return frame
 
 
+def tone(duration_s: float, rate_hz: int, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:
+    """A sine tone as mono s16 PCM: the scripted model's voice, and test and bench audio."""
+    t = np.arange(round(duration_s * rate_hz)) / rate_hz
+    samples: bytes = (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()
+    return samples
+
+
+def rms(pcm: bytes) -> float:
+    """Root mean square of s16 PCM (0 when empty; an odd trailing byte is ignored)."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_BYTES).astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
 class MonoResampler:
     """Streaming resampler to mono s16 at `out_rate_hz`; keeps filter state across calls."""
 

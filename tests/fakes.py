@@ -13,8 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from gateway.agent_api import (
     AgentAudio,
     AgentEvent,
@@ -24,11 +22,11 @@ from gateway.agent_api import (
 )
 from gateway.audio_format import AGENT_OUTPUT_RATE_HZ
 from gateway.errors import UnknownSession
+from gateway.pcm import tone
 
 
 def agent_tone(duration_s: float, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:
-    t = np.arange(int(duration_s * AGENT_OUTPUT_RATE_HZ)) / AGENT_OUTPUT_RATE_HZ
-    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()
+    return tone(duration_s, AGENT_OUTPUT_RATE_HZ, freq_hz, amplitude)
 
 
 @dataclass

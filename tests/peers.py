@@ -27,6 +27,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from gateway import peer
+from gateway.pcm import rms, tone
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960
@@ -36,13 +37,7 @@ FRAME_S = FRAME_SAMPLES / RATE_HZ
 def tone_pcm(
     duration_s: float, freq_hz: float = 300.0, amplitude: int = 6000, rate_hz: int = RATE_HZ
 ) -> bytes:
-    t = np.arange(int(duration_s * rate_hz)) / rate_hz
-    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()
-
-
-def rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+    return tone(duration_s, rate_hz, freq_hz, amplitude)
 
 
 class PcmPlayerTrack(MediaStreamTrack):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 from google.adk.agents import Agent
 from google.adk.sessions import InMemorySessionService
@@ -33,6 +32,7 @@ from gateway.agent_api import (
 from gateway.agent_bridge import AdkAgentConnector, AdkAgentSession
 from gateway.audio_format import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ
 from gateway.errors import UnknownSession
+from gateway.pcm import tone
 
 
 @pytest.fixture
@@ -44,8 +44,7 @@ async def connector() -> AsyncIterator[AdkAgentConnector]:
 
 
 def speech_like(duration_s: float, amplitude: int = 5000) -> bytes:
-    t = np.arange(int(duration_s * AGENT_INPUT_RATE_HZ)) / AGENT_INPUT_RATE_HZ
-    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+    return tone(duration_s, AGENT_INPUT_RATE_HZ, 220, amplitude)
 
 
 async def feed(session: AdkAgentSession, pcm: bytes, chunk: int = 640) -> None:

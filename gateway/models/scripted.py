@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import numpy as np
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_request import LlmRequest
@@ -35,6 +33,7 @@ from gateway.audio_format import (
     AGENT_OUTPUT_RATE_HZ,
     SAMPLE_BYTES,
 )
+from gateway.pcm import rms, tone
 
 MODEL_NAME = "scripted-live"
 VOICE_RMS = 500.0
@@ -44,12 +43,6 @@ BARGE_IN_VOICE_S = 0.06
 CHUNK_S = 0.04
 REPLY_S = 1.5
 LONG_REPLY_S = 6.0
-
-
-def tone(duration_s: float, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:
-    n = int(duration_s * AGENT_OUTPUT_RATE_HZ)
-    t = np.arange(n) / AGENT_OUTPUT_RATE_HZ
-    return (amplitude * np.sin(2 * math.pi * freq_hz * t)).astype("<i2").tobytes()
 
 
 class ScriptedLiveConnection(BaseLlmConnection):
@@ -78,10 +71,8 @@ class ScriptedLiveConnection(BaseLlmConnection):
         if not isinstance(blob, types.Blob) or not blob.data:
             return
         self.audio_bytes_received += len(blob.data)
-        samples = np.frombuffer(blob.data, dtype="<i2")
-        duration = len(samples) / AGENT_INPUT_RATE_HZ
-        rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
-        if rms >= VOICE_RMS:
+        duration = len(blob.data) // SAMPLE_BYTES / AGENT_INPUT_RATE_HZ
+        if rms(blob.data) >= VOICE_RMS:
             self._voiced_s += duration
             self._utterance_s += duration
             self._quiet_s = 0.0
@@ -128,7 +119,7 @@ class ScriptedLiveConnection(BaseLlmConnection):
             )
         else:
             self._emit(output_transcription=types.Transcription(text=text, finished=True))
-            audio = tone(duration_s)
+            audio = tone(duration_s, AGENT_OUTPUT_RATE_HZ)
             step = int(CHUNK_S * AGENT_OUTPUT_RATE_HZ) * SAMPLE_BYTES
             for offset in range(0, len(audio), step):
                 part = types.Part(

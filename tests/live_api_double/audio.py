@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.pcm import rms
+from gateway.pcm import tone as pcm_tone
+
 #: What the real service expects from the client: 16 kHz mono s16le.
 INPUT_RATE_HZ = 16_000
 #: What the real service sends: 24 kHz mono s16le (`audio/pcm;rate=24000`).
@@ -19,16 +22,8 @@ _WINDOW_SAMPLES = INPUT_RATE_HZ // 50  # 20 ms
 
 
 def tone(duration_s: float, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:
-    """A sine tone as 24 kHz mono s16le PCM."""
-    n = round(duration_s * OUTPUT_RATE_HZ)
-    t = np.arange(n, dtype=np.float64) / OUTPUT_RATE_HZ
-    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()
-
-
-def rms(pcm: bytes) -> float:
-    """Root mean square of s16le PCM (0 for empty input)."""
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+    """A sine tone as the service's 24 kHz mono s16le PCM."""
+    return pcm_tone(duration_s, OUTPUT_RATE_HZ, freq_hz, amplitude)
 
 
 @dataclass
