@@ -101,6 +101,13 @@ async def open_client(page: cdp.Page, url: str) -> None:
     await page.evaluate(WATCH_INDICATORS)
 
 
+async def start_call(page: cdp.Page, url: str) -> None:
+    """Open the client at `url`, press Call, wait until the call is connected."""
+    await open_client(page, url)
+    await page.click("#call-button")
+    await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+
+
 async def assert_voice_conversation(page: cdp.Page) -> tuple[list[str], list[str]]:
     """The spoken question becomes a user transcript, then the agent answers."""
     await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
@@ -179,9 +186,7 @@ async def test_hang_up_returns_the_ui_to_idle(
     start_gateway: GatewayStarter, browser: cdp.Browser, page: cdp.Page
 ) -> None:
     base = await start_gateway()
-    await open_client(page, f"{base}/")
-    await page.click("#call-button")
-    await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    await start_call(page, f"{base}/")
     assert await page.evaluate("document.getElementById('call-button').textContent") == "Hang up"
     await page.click("#mute-button")
     assert await page.evaluate(MUTED) == {"pressed": "true", "trackEnabled": False}
@@ -247,9 +252,7 @@ async def test_a_dropped_call_reconnects_to_the_same_session(
     start_gateway: GatewayStarter, browser: cdp.Browser, page: cdp.Page
 ) -> None:
     base = await start_gateway()
-    await open_client(page, f"{base}/")
-    await page.click("#call-button")
-    await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    await start_call(page, f"{base}/")
     session_id = await page.wait_for("window.gatewayClient.state.sessionId", timeout_s=10)
     location = await page.evaluate("window.gatewayClient.call.location")
     async with aiohttp.ClientSession() as http, http.delete(location) as response:
@@ -285,9 +288,7 @@ async def test_a_server_at_capacity_is_explained(
 ) -> None:
     base = await start_gateway(max_calls=1)
     other = await browser.new_page()
-    await open_client(other, f"{base}/")
-    await other.click("#call-button")
-    await other.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    await start_call(other, f"{base}/")
     await open_client(page, f"{base}/")
     await page.click("#call-button")
     notice = await page.wait_for(NOTICE, timeout_s=10)
@@ -309,9 +310,7 @@ async def test_barge_in_shows_interrupted_and_cuts_the_agent_audio(
 ) -> None:
     connector = FakeAgentConnector()
     base = await start_gateway(connector)
-    await open_client(page, f"{base}/?transport={transport}")
-    await page.click("#call-button")
-    await page.wait_for(f"{CONNECTION} === 'connected'", timeout_s=20)
+    await start_call(page, f"{base}/?transport={transport}")
     session = connector.last
     session.emit(Transcript("agent", "Let me tell you a long story", False))
     session.emit(AgentAudio(agent_tone(4.0)))
