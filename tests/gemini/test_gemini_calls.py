@@ -34,7 +34,7 @@ from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
 from tests.gemini.conftest import LIVE_MODEL
 from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.peers import CallerPeer, call_gateway, tone_pcm
+from tests.peers import CallerPeer, live_call, tone_pcm
 
 
 @pytest.fixture
@@ -88,15 +88,10 @@ async def test_call_survives_goaway(
 
     gemini_env.behaviours[1] = first
     client = await start_gateway(gemini_connector)
-    caller = CallerPeer()
-    try:
-        await call_gateway(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, _):
         assert await speak_and_hear_reply(caller, 0) >= 20  # 0.6 s answer = 30 frames
         second = await gemini_env.wait_connections(3)
         assert await speak_and_hear_reply(caller, 1) >= 20  # answered after the switch
-    finally:
-        await caller.close()
     first_conn = gemini_env.connections[1]
     assert second.resumed_handle == first_conn.handles_issued[-1]
     assert first_conn.audio_in_s > 0.5
@@ -118,18 +113,13 @@ async def test_call_survives_an_abrupt_drop_mid_reply(
 
     gemini_env.behaviours[1] = first
     client = await start_gateway(gemini_connector)
-    caller = CallerPeer()
-    try:
-        await call_gateway(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, _):
         assert await speak_and_hear_reply(caller, 0) >= 20
         cut_started = time.monotonic()
         caller.mic.play(tone_pcm(0.6))
         second = await gemini_env.wait_connections(3)
         assert loud_frames_since(caller, cut_started) >= 5  # part of the cut answer
         assert await speak_and_hear_reply(caller, 1) >= 20  # the conversation goes on
-    finally:
-        await caller.close()
     first_conn = gemini_env.connections[1]
     assert second.resumed_handle == first_conn.handles_issued[-1]
     assert "modelTurn" in first_conn.sent[-1]["serverContent"]  # dropped mid-reply...
@@ -207,15 +197,10 @@ async def test_refused_reconnect_ends_the_call_with_an_error_event(
 
     gemini_env.behaviours[1] = first
     client = await start_gateway(gemini_connector)
-    caller = CallerPeer()
-    try:
-        await call_gateway(client, caller)
-        await caller.wait_connected()
+    async with live_call(client) as (caller, _):
         await caller.wait_channel_open()
         caller.mic.play(tone_pcm(0.6))
         error = await caller.wait_message(type="error", timeout=10)
-    finally:
-        await caller.close()
     assert error["code"] == "agent_unavailable"
     assert error["fatal"] is True
     assert "invalid API key" in error["message"]
