@@ -5,7 +5,7 @@ gateway's WHIP shape, so the same load tester calls both), the caller's audio tr
 is sent straight back through `MediaRelay` (aiortc's jitter buffer, decoder thread,
 re-encoding, audio level computed on every frame), `DELETE /calls/{id}` hangs up.
 `GET /stats` reports the process's CPU and memory the way the gateway does
-(`gateway.stats`), so the load tester measures both servers alike.
+(`gateway.metrics.process_stats`), so the load tester measures both servers alike.
 
     python -m bench.echo_server --port 8081 [--ice-addresses 127.0.0.1]
 """
@@ -22,8 +22,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from gateway import ice
-from gateway.stats import process_stats
+from gateway.metrics.process_stats import process_stats
+from gateway.rtc import ice
 
 PEERS = web.AppKey("peers", dict[str, RTCPeerConnection])
 RELAY = web.AppKey("relay", MediaRelay)

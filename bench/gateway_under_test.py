@@ -27,7 +27,8 @@ from aiohttp import web
 import gateway
 from gateway.agent_api import AgentAudio, AgentEvent, AgentInterrupted, Modality, TurnComplete
 from gateway.app import create_app
-from gateway.audio_format import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
+from gateway.audio.pcm import tone
 from gateway.config import load_settings
 from gateway.models.scripted import (
     BARGE_IN_VOICE_S,
@@ -37,7 +38,6 @@ from gateway.models.scripted import (
     REPLY_S,
     VOICE_RMS,
 )
-from gateway.pcm import tone
 
 
 class FakeScriptedSession:

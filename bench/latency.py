@@ -7,7 +7,7 @@ One process, one event loop, one monotonic clock: an in-process gateway
 
 Instruments (none of them changes production code):
 - *gateway tap*: the gateway's receive path swaps the receiver's jitter buffer for a
-  packet tap (`gateway.receive_path`); the bench wraps that tap and records the
+  packet tap (`gateway.rtc.receive_path`); the bench wraps that tap and records the
   arrival time of every packet the receiver accepted (after ICE, DTLS and SRTP),
   then forwards it unchanged;
 - *agent seam*: a wrapper around the `AgentConnector` (`gateway.agent_api`) records
@@ -75,7 +75,7 @@ from aiortc.codecs.opus import OpusDecoder  # noqa: E402
 from aiortc.jitterbuffer import JitterFrame  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
-from gateway import ice, signaling  # noqa: E402
+from gateway import signaling  # noqa: E402
 from gateway.agent_api import (  # noqa: E402
     AgentAudio,
     AgentConnector,
@@ -86,9 +86,10 @@ from gateway.agent_api import (  # noqa: E402
     TurnComplete,
 )
 from gateway.app import create_app  # noqa: E402
-from gateway.audio_format import AGENT_OUTPUT_RATE_HZ  # noqa: E402
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
-from gateway.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
+from gateway.rtc import ice  # noqa: E402
+from gateway.rtc.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
 from tests.peers import CallerPeer, tone_pcm  # noqa: E402
 
 #: A decoded packet (second half) or a 16 kHz chunk at least this loud holds the tone;

@@ -12,7 +12,7 @@ callers' own worst event-loop stall (a gap seen on every call at once with a sta
 this large is the callers' doing, not the gateway's).
 
 Benchmark only: it swaps the receiver's private jitter buffer for a packet tap, as
-`gateway.receive_path` does (and through its documented attribute name).
+`gateway.rtc.receive_path` does (and through its documented attribute name).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
-from gateway import ice, peer
-from gateway.receive_path import JITTER_BUFFER_ATTR
+from gateway.rtc import ice, peer_connection
+from gateway.rtc.receive_path import JITTER_BUFFER_ATTR
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960
@@ -143,7 +143,7 @@ async def one_call(
         if location is not None:
             async with session.delete(f"{url}{location}"):
                 pass
-        await peer.close_quietly(pc)
+        await peer_connection.close_quietly(pc)
     # Only the steady state: every call connected (setting calls up stalls loops).
     arrivals = [t for t in listener.arrivals if t >= measure_from]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]

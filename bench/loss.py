@@ -2,7 +2,7 @@
 
 For each loss rate (0 %, 5 %, 20 %, random, seeded) with 40 +/- 20 ms jitter on the
 caller's link, the same seeded link carries one call into aiortc's stock receiver
-track and one into `gateway.receive_path`. Two real aiortc peers on loopback, the
+track and one into `gateway.rtc.receive_path`. Two real aiortc peers on loopback, the
 impairment from the userspace relay in `tests/netem/relay.py` (no kernel netem here).
 
 Reported per loss rate and path: packets the receiver got and frames that reached the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway import ice
+from gateway.rtc import ice
 from tests.netem.loss_call import FRAME_MS, LossRun, run_loss_call
 from tests.netem.relay import Impairment
 

@@ -70,7 +70,7 @@ async def inbound(frames: int) -> float:
 
     from bench.load_callers import prompt_packets
     from gateway.media_tracks import pump_caller_audio
-    from gateway.receive_path import LossTolerantAudioTrack
+    from gateway.rtc.receive_path import LossTolerantAudioTrack
 
     class Idle(MediaStreamTrack):
         kind = "audio"

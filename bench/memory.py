@@ -59,10 +59,10 @@ from aiortc import (  # noqa: E402
 )
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from gateway import ice, peer  # noqa: E402
 from gateway.agent_api import AgentAudio, AgentEvent, Modality  # noqa: E402
-from gateway.audio_format import AGENT_OUTPUT_RATE_HZ  # noqa: E402
-from gateway.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ  # noqa: E402
+from gateway.rtc import ice, peer_connection  # noqa: E402
+from gateway.rtc.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960
@@ -151,7 +151,7 @@ class Caller:
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.delete(f"{base}{self.location}"):
                     pass
-        await peer.close_quietly(self.pc)
+        await peer_connection.close_quietly(self.pc)
 
 
 def free_port() -> int:

@@ -36,13 +36,13 @@ from google.adk.sessions import InMemorySessionService  # noqa: E402
 from google.genai import types  # noqa: E402
 from pocketsphinx import Decoder  # noqa: E402
 
-from gateway import ice  # noqa: E402
 from gateway.agent_bridge import AdkAgentConnector  # noqa: E402
 from gateway.agents.default import build_default_agent  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.models.local_live.recognizer import decoder_config, recognize_open  # noqa: E402
 from gateway.models.local_live.synthesizer import EspeakLibrary  # noqa: E402
+from gateway.rtc import ice  # noqa: E402
 from tests.local_live.caller import ListeningCaller, TimedPlayerTrack  # noqa: E402
 from tests.local_live.live import live_call  # noqa: E402
 from tests.local_live.speech import recording  # noqa: E402

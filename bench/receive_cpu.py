@@ -3,7 +3,7 @@
 One real `RTCRtpReceiver` (started with the public `receive()`), fed real Opus RTP
 packets through its packet handler as fast as the consumer takes the frames, once
 with the stock track (jitter buffer, a decoder thread per receiver, a thread hop per
-frame) and once with `gateway.receive_path` (reorder buffer, decoding in the event
+frame) and once with `gateway.rtc.receive_path` (reorder buffer, decoding in the event
 loop when the consumer asks). CPU is process time, all threads included.
 
     python -m bench.receive_cpu --packets 5000
@@ -26,8 +26,8 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 from aiortc.rtp import RtpPacket
 
-from gateway import ice
-from gateway.receive_path import caller_audio_track, remote_codecs
+from gateway.rtc import ice
+from gateway.rtc.receive_path import caller_audio_track, remote_codecs
 
 FRAME_SAMPLES = 960
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway import ice
+from gateway.rtc import ice
 from tests.peers import CallerPeer, tone_pcm
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,7 @@ from gateway.agent_api import (
     Transcript,
     TurnComplete,
 )
-from gateway.audio_format import AGENT_INPUT_MIME
+from gateway.audio.formats import AGENT_INPUT_MIME
 from gateway.errors import AgentUnavailable, UnknownSession
 
 logger = logging.getLogger(__name__)

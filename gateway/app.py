@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway import ice, signaling
+from gateway import signaling
 from gateway.agent_api import AgentConnector
-from gateway.calls import CallManager, CallService
-from gateway.cluster import LOCAL_CALLS_KEY, ClusterCalls, Membership
+from gateway.calls.manager import CallManager, CallService
+from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
+from gateway.rtc import ice
 from gateway.websocket_transport import add_websocket_routes
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """`python -m gateway` / `adk-webrtc-gateway`: parse arguments, load `.env`, serve.
 
 With `workers` 1 the gateway is this one process; with more, this process supervises
-that many worker processes (`gateway.workers`) and serves nothing itself.
+that many worker processes (`gateway.cluster.supervisor`) and serves nothing itself.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if settings.workers == 1:
             _serve_in_this_process(settings)
         else:
-            from gateway.workers import run_workers
+            from gateway.cluster.supervisor import run_workers
 
             run_workers(settings)
     except StartupError as exc:

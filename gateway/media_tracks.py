@@ -1,6 +1,6 @@
 """The call's media: the caller's track in, the agent's paced track out.
 
-Knows aiortc and PyAV (through `gateway.pcm` and `gateway.opus_out`), not HTTP or
+Knows aiortc and PyAV (through `gateway.audio.pcm` and `gateway.rtc.opus_encoder`), not HTTP or
 agents: audio goes out of here as 16 kHz PCM through a callback and comes in as
 24 kHz PCM through `push`.
 """
@@ -16,7 +16,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from gateway.audio_format import (
+from gateway.audio.formats import (
     AGENT_INPUT_RATE_HZ,
     AGENT_OUTPUT_RATE_HZ,
     PTIME_S,
@@ -24,15 +24,15 @@ from gateway.audio_format import (
     WEBRTC_RATE_HZ,
     samples_per_frame,
 )
-from gateway.frame_clock import FrameClock
-from gateway.opus_out import (
+from gateway.audio.pcm import MonoResampler
+from gateway.rtc.frame_clock import FrameClock
+from gateway.rtc.opus_encoder import (
     INPUT_FRAME_BYTES,
     RTP_FRAME_TICKS,
     OpusSpeechEncoder,
     silence_payload,
     stamped,
 )
-from gateway.pcm import MonoResampler
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class AgentAudioTrack(MediaStreamTrack):
     """The audio the caller hears: agent PCM paced out as 20 ms Opus packets.
 
     aiortc pulls `recv()`; the track sets the pace on the loop's monotonic clock (one
-    timer per 20 ms shared by all calls, `gateway.frame_clock`) and returns
-    finished `av.Packet`s (see `gateway.opus_out`), which aiortc's sender packs into
+    timer per 20 ms shared by all calls, `gateway.rtc.frame_clock`) and returns
+    finished `av.Packet`s (see `gateway.rtc.opus_encoder`), which aiortc's sender packs into
     RTP without encoding. While the agent is quiet it sends a cached silence packet,
     so RTP never stalls and silence costs no encoding.
     """

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.agent_api import Modality
-from gateway.calls import CallService
+from gateway.calls.manager import CallService
 from gateway.errors import (
     AgentUnavailable,
     AtCapacity,
@@ -25,8 +25,8 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from gateway.protocol import ID_PATTERN, is_valid_id
-from gateway.stats import process_stats, sibling_stats
+from gateway.metrics.process_stats import process_stats, sibling_stats
+from gateway.wire.data_channel import ID_PATTERN, is_valid_id
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """The answering process's live calls, CPU seconds and resident memory (see
-    `gateway.stats`), and the same for every worker under `workers`."""
+    `gateway.metrics.process_stats`), and the same for every worker under `workers`."""
     calls = request.app[CALLS_KEY]
     readings = [sibling_stats(w.pid, w.calls) for w in calls.workers()]
     return web.json_response(

@@ -29,8 +29,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.agent_api import AgentConnector, AgentError, AgentSession
 from gateway.errors import AtCapacity, GatewayError, InvalidMessage
-from gateway.protocol import error_message, session_message
-from gateway.seed_protocol import (
+from gateway.wire.data_channel import error_message, session_message
+from gateway.wire.seed_websocket import (
     MAX_FRAME_BYTES,
     ClientAudio,
     SeedEncoder,

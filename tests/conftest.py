@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
 
-from gateway import ice
 from gateway.agent_api import AgentConnector
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
+from gateway.rtc import ice
 
 LEAK_GRACE_S = 3.0
 

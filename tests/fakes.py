@@ -20,9 +20,9 @@ from gateway.agent_api import (
     Transcript,
     TurnComplete,
 )
-from gateway.audio_format import AGENT_OUTPUT_RATE_HZ
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ
+from gateway.audio.pcm import tone
 from gateway.errors import UnknownSession
-from gateway.pcm import tone
 
 
 def agent_tone(duration_s: float, freq_hz: float = 440.0, amplitude: int = 8000) -> bytes:

@@ -26,8 +26,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from gateway import peer
-from gateway.pcm import rms, tone
+from gateway.audio.pcm import rms, tone
+from gateway.rtc import peer_connection
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960
@@ -166,7 +166,7 @@ class CallerPeer:
                 await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        await peer.close_quietly(self.pc)
+        await peer_connection.close_quietly(self.pc)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

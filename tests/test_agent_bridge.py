@@ -30,9 +30,9 @@ from gateway.agent_api import (
     TurnComplete,
 )
 from gateway.agent_bridge import AdkAgentConnector, AdkAgentSession
-from gateway.audio_format import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ
+from gateway.audio.pcm import tone
 from gateway.errors import UnknownSession
-from gateway.pcm import tone
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.agent_api import AgentAudio, AgentError, AgentInterrupted, Modality, Transcript
-from gateway.audio_format import AGENT_INPUT_RATE_HZ
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ
 from tests.fakes import FakeAgentConnector, agent_tone
 from tests.peers import CallerPeer, call_gateway, live_call, rms, tone_pcm
 

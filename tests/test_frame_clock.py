@@ -15,8 +15,8 @@ import itertools
 
 import pytest
 
-from gateway.frame_clock import FrameClock
 from gateway.media_tracks import AgentAudioTrack
+from gateway.rtc.frame_clock import FrameClock
 
 
 async def test_waiters_in_one_slot_are_released_together_not_early() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from gateway.audio_format import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
 from tests.fakes import FakeAgentConnector
 from tests.netem.loss_call import FRAME_MS, ToneTrack, frame_steps
 from tests.netem.relay import Impairment

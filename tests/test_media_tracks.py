@@ -23,7 +23,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
-from gateway.opus_out import silence_payload
+from gateway.rtc.opus_encoder import silence_payload
 from tests.fakes import agent_tone
 from tests.peers import rms
 

@@ -35,14 +35,14 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
-from gateway.receive_path import (
+from gateway.rtc.receive_path import (
     JITTER_BUFFER_ATTR,
     LossTolerantAudioTrack,
     ReceivePathUnavailable,
     caller_audio_track,
     install_receive_path,
 )
-from gateway.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
+from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
 from tests.netem.loss_call import FRAME_SAMPLES, ToneTrack
 
 

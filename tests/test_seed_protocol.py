@@ -24,7 +24,7 @@ from gateway.agent_api import (
     TurnComplete,
 )
 from gateway.errors import BadRequest
-from gateway.seed_protocol import SeedEncoder, SocketParams, parse_params
+from gateway.wire.seed_websocket import SeedEncoder, SocketParams, parse_params
 
 
 def test_params_defaults_and_flags() -> None:

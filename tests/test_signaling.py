@@ -163,7 +163,7 @@ def test_payload_types_are_checked_without_asserts(valid_offer: str) -> None:
     """aiortc's payload-type checks are asserts, gone under `python -O`; ours are not."""
     offer = HOSTILE_OFFERS["payload_type_in_rtcp_range"](valid_offer)
     code = (
-        "import sys\nfrom gateway.peer import validate_offer\n"
+        "import sys\nfrom gateway.rtc.peer_connection import validate_offer\n"
         "from gateway.errors import InvalidSdp\n"
         "try:\n    validate_offer(sys.stdin.read())\nexcept InvalidSdp:\n    sys.exit(3)\n"
     )

@@ -14,14 +14,15 @@ import json
 import aioice.ice
 import pytest
 
-from gateway import ice, protocol
 from gateway.agent_api import AgentError, AgentInterrupted, AgentText, Transcript, TurnComplete
 from gateway.config import ConfigError, load_settings
 from gateway.errors import InvalidMessage
+from gateway.rtc import ice
+from gateway.wire import data_channel
 
 
 def test_client_text_message() -> None:
-    assert protocol.parse_client_message('{"type": "text", "text": "hi", "x": 1}').text == "hi"
+    assert data_channel.parse_client_message('{"type": "text", "text": "hi", "x": 1}').text == "hi"
 
 
 @pytest.mark.parametrize(
@@ -40,12 +41,12 @@ def test_client_text_message() -> None:
 )
 def test_bad_client_messages(raw: str | bytes, reason: str) -> None:
     with pytest.raises(InvalidMessage, match=reason):
-        protocol.parse_client_message(raw)
+        data_channel.parse_client_message(raw)
 
 
 def test_server_messages_match_the_documented_shapes() -> None:
     def wire(event: object) -> object:
-        message = protocol.event_message(event)  # type: ignore[arg-type]
+        message = data_channel.event_message(event)  # type: ignore[arg-type]
         return json.loads(message) if message else None
 
     assert wire(Transcript("user", "hi", False)) == {
@@ -63,7 +64,7 @@ def test_server_messages_match_the_documented_shapes() -> None:
         "message": "boom",
         "fatal": True,
     }
-    assert json.loads(protocol.session_message("c", "s", "audio")) == {
+    assert json.loads(data_channel.session_message("c", "s", "audio")) == {
         "type": "session",
         "version": 1,
         "call_id": "c",

@@ -13,10 +13,10 @@ import os
 
 import pytest
 
-from gateway.board import LoadBoard, WorkerLoad
-from gateway.calls import call_owner, new_call_id
+from gateway.calls.manager import call_owner, new_call_id
+from gateway.cluster.load_board import LoadBoard, WorkerLoad
+from gateway.cluster.supervisor import WorkerSpec, split_capacity
 from gateway.config import CALLS_PER_CORE, ConfigError, load_settings, usable_cores
-from gateway.workers import WorkerSpec, split_capacity
 
 
 def test_call_ids_name_their_worker_and_stay_unguessable() -> None:

@@ -19,14 +19,14 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from gateway import ice
 from gateway.loadtest.config import LoadTestConfig
 from gateway.loadtest.listener import GAP_S, AgentAudioMonitor, tap_receiver
 from gateway.loadtest.outbound import PromptTrack
 from gateway.loadtest.prompt import EncodedPrompt
 from gateway.loadtest.results import CallOutcome, CallResult
 from gateway.loadtest.stalls import LoopStalls
-from gateway.peer import close_quietly
+from gateway.rtc import ice
+from gateway.rtc.peer_connection import close_quietly
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A caller must cost the tester little, so aiortc's audio jitter buffer and decoder
 thread are bypassed: the receiver's jitter buffer is swapped (per receiver, the seam
-`gateway.receive_path` uses and tests) for a tap that timestamps each RTP packet and
+`gateway.rtc.receive_path` uses and tests) for a tap that timestamps each RTP packet and
 decodes only packets big enough to carry sound. libopus encodes digital silence in
 a few bytes (3 at aiortc's settings), so most of the agent's silence costs no
 decoding at all; an audible packet costs one mono decode (~28 µs here).
@@ -25,7 +25,7 @@ from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from av.audio.codeccontext import AudioCodecContext
 
-from gateway.receive_path import tap_packets
+from gateway.rtc.receive_path import tap_packets
 
 #: Consecutive packets further apart than this are a gap (two 20 ms frame times).
 GAP_S = 0.040

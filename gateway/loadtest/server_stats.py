@@ -1,7 +1,7 @@
 """The server's cost, read from outside: `GET /stats` at start, periodically, at end.
 
 The gateway answers `{pid, calls, cpu_s, rss_bytes, at_s, workers: [{pid, calls,
-cpu_s, rss_bytes, at_s}, ...]}` (`gateway.stats`). Readings become CPU % (CPU
+cpu_s, rss_bytes, at_s}, ...]}` (`gateway.metrics.process_stats`). Readings become CPU % (CPU
 seconds over wall seconds, per worker and summed) and memory. A server without
 `/stats` (another WebRTC server, the echo server of the benchmarks) is measured as
 far as it answers; a missing endpoint is noted, not fatal.

@@ -20,12 +20,12 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
-from gateway import ice
 from gateway.loadtest.caller import CallSession
 from gateway.loadtest.config import LoadTestConfig
 from gateway.loadtest.prompt import EncodedPrompt, encode_prompt
 from gateway.loadtest.results import CallOutcome, CallResult, WorkerProgress
 from gateway.loadtest.stalls import LoopStalls
+from gateway.rtc import ice
 
 logger = logging.getLogger(__name__)
 

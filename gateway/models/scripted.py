@@ -27,13 +27,13 @@ from google.adk.models.llm_response import LlmResponse
 from google.adk.models.registry import LLMRegistry
 from google.genai import types
 
-from gateway.audio_format import (
+from gateway.audio.formats import (
     AGENT_INPUT_RATE_HZ,
     AGENT_OUTPUT_MIME,
     AGENT_OUTPUT_RATE_HZ,
     SAMPLE_BYTES,
 )
-from gateway.pcm import rms, tone
+from gateway.audio.pcm import rms, tone
 
 MODEL_NAME = "scripted-live"
 VOICE_RMS = 500.0

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.pcm import rms
-from gateway.pcm import tone as pcm_tone
+from gateway.audio.pcm import rms
+from gateway.audio.pcm import tone as pcm_tone
 
 #: What the real service expects from the client: 16 kHz mono s16le.
 INPUT_RATE_HZ = 16_000

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.audio.pcm import MonoResampler
 from gateway.models.local_live.recognizer import recognize_jsgf
-from gateway.pcm import MonoResampler
 
 ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEENS = [

@@ -27,7 +27,7 @@ from google.adk.models.registry import LLMRegistry
 from google.genai import types
 
 from gateway.agents.default import build_default_agent
-from gateway.audio_format import AGENT_OUTPUT_MIME
+from gateway.audio.formats import AGENT_OUTPUT_MIME
 from gateway.models.local_live import LocalLiveModel
 from tests.local_live.live import (
     function_calls,

@@ -1,9 +1,9 @@
 """ICE host addresses for a stretch of the netem harness.
 
-`gateway.ice.restrict_host_addresses` sets them process-wide (loopback for the whole
+`gateway.rtc.ice.restrict_host_addresses` sets them process-wide (loopback for the whole
 test session, see `tests/conftest.py`). A call across a namespace needs the caller's
 candidates on the veth address for a while instead: `restricted_ice` swaps aioice's
-`get_host_addresses` (the same seam `gateway.ice` uses) and restores whatever was
+`get_host_addresses` (the same seam `gateway.rtc.ice` uses) and restores whatever was
 there before on exit.
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
+from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.relay import Impairment
 from tests.netem.relay_thread import RelayThread
 from tests.netem.sdp import route_via

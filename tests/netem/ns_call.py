@@ -21,7 +21,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from gateway.receive_path import LossTolerantAudioTrack, caller_audio_track
+from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
 from tests.netem.ice import restricted_ice
 from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
 from tests.netem.netns import VethLink

@@ -31,7 +31,7 @@ from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from gateway.audio_format import (
+from gateway.audio.formats import (
     AGENT_INPUT_RATE_HZ,
     AGENT_OUTPUT_MIME,
     AGENT_OUTPUT_RATE_HZ,

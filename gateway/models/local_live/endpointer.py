@@ -8,7 +8,7 @@ over too, so the recognizer hears the onset); the turn ends after `hangover_s`
 without a voiced frame.
 
 Pure computation, no I/O and no asyncio: imports numpy, pocketsphinx and
-`gateway.audio_format` only.
+`gateway.audio.formats` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from pocketsphinx import Vad
 
-from gateway.audio_format import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
 
 #: The VAD's frame: 30 ms at 16 kHz (480 samples).
 FRAME_S = 0.03

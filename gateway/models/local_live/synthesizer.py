@@ -10,7 +10,7 @@ libespeak-ng keeps global state and is not reentrant: one worker thread owns it
 for the whole process, so syntheses of concurrent calls take turns. Stopping a
 stream (barge-in) makes the callback abort the synthesis at its next buffer.
 
-Imports ctypes, PyAV, numpy, the standard library and `gateway.audio_format`/`pcm`.
+Imports ctypes, PyAV, numpy, the standard library and `gateway.audio.formats`/`pcm`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
-from gateway.audio_format import AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
-from gateway.pcm import MonoResampler
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ, SAMPLE_BYTES
+from gateway.audio.pcm import MonoResampler
 
 logger = logging.getLogger(__name__)
 

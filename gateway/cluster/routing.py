@@ -25,8 +25,14 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway import signaling
 from gateway.agent_api import Modality
-from gateway.board import LoadBoard, WorkerLoad
-from gateway.calls import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, CallManager, call_owner
+from gateway.calls.manager import (
+    ANSWER_TIMEOUT_S,
+    HANGUP_TIMEOUT_S,
+    Answer,
+    CallManager,
+    call_owner,
+)
+from gateway.cluster.load_board import LoadBoard, WorkerLoad
 from gateway.errors import AgentUnavailable, AtCapacity, GatewayError, UnknownCall
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import asyncio
 import math
 import weakref
 
-from gateway.audio_format import PTIME_S
+from gateway.audio.formats import PTIME_S
 
 _SLACK = 1e-4  # of a period
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FrameClock] = (

@@ -22,11 +22,11 @@ from typing import Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from gateway import peer
 from gateway.agent_api import AgentConnector, Modality
-from gateway.board import WorkerLoad
-from gateway.call import CallHandle, CallSpec, run_call
+from gateway.calls.call import CallHandle, CallSpec, run_call
+from gateway.cluster.load_board import WorkerLoad
 from gateway.errors import AtCapacity, UnknownCall
+from gateway.rtc import peer_connection
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +129,13 @@ class CallManager:
         """Start a call from an offer; raise a `GatewayError` for anything unusable."""
         if len(self._calls) >= self.max_calls:
             raise AtCapacity("the gateway is at capacity; try again shortly")
-        peer.validate_offer(offer_sdp)
-        offer_sdp = peer.filter_candidate_lines(offer_sdp, allow_loopback=self._allow_loopback)
+        peer_connection.validate_offer(offer_sdp)
+        offer_sdp = peer_connection.filter_candidate_lines(
+            offer_sdp, allow_loopback=self._allow_loopback
+        )
         call_id = new_call_id(self._worker)
         handle = CallHandle(call_id, CallSpec(offer_sdp, user_id, session_id, modality))
-        pc = peer.new_peer_connection(self._rtc_configuration)
+        pc = peer_connection.new_peer_connection(self._rtc_configuration)
         self._calls[call_id] = handle
         self._count_changed()
         task = asyncio.create_task(self._run(handle, pc), name=call_id)
@@ -152,7 +154,7 @@ class CallManager:
     async def add_candidates(self, call_id: str, sdpfrag: str) -> None:
         handle = self._get(call_id)
         if handle.pc is not None:
-            await peer.add_remote_candidates(
+            await peer_connection.add_remote_candidates(
                 handle.pc, sdpfrag, allow_loopback=self._allow_loopback
             )
 

@@ -1,6 +1,6 @@
-"""One worker process of a multi-process gateway (`python -m gateway.worker`).
+"""One worker process of a multi-process gateway (`python -m gateway.cluster.worker_process`).
 
-Started by the supervisor (`gateway.workers`) with a `WorkerSpec` in its environment:
+Started by the supervisor (`gateway.cluster.supervisor`) with a `WorkerSpec` in its environment:
 serves the whole gateway app on the inherited listening socket(s), its own calls to
 its siblings on a unix socket, marks itself on the load board, then says `ready`
 on the status pipe (or the reason it cannot start, and exits 1). SIGTERM
@@ -27,10 +27,10 @@ from aiohttp import web
 
 from gateway.agent_bridge import AdkAgentConnector
 from gateway.app import StartupError, add_adk_lifecycle, create_app, load_adk_connector
-from gateway.board import LoadBoard
-from gateway.cluster import LOCAL_CALLS_KEY, Membership, internal_app
+from gateway.cluster.load_board import LoadBoard
+from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
+from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
-from gateway.workers import SPEC_ENV, WorkerSpec, report_status
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if SPEC_ENV not in os.environ:
-        sys.exit("gateway.worker is started by `python -m gateway --workers N`")
+        sys.exit("gateway.cluster.worker_process is started by `python -m gateway --workers N`")
     spec = WorkerSpec.from_json(os.environ.pop(SPEC_ENV))
     _stop_with_parent()
     settings = Settings.model_validate(spec.settings)

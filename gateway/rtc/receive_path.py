@@ -17,7 +17,7 @@ internals; `tests/test_receive_path.py` fails if the attribute or the call shape
 changes under us, and `install_receive_path` raises `ReceivePathUnavailable` then, so
 the caller can fall back to the stock track.
 
-Imports aiortc, PyAV and `gateway.reorder_buffer`; nothing about HTTP or agents.
+Imports aiortc, PyAV and `gateway.rtc.reorder_buffer`; nothing about HTTP or agents.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
-from gateway.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer, ReorderStats
+from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer, ReorderStats
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import fractions
 import av
 import numpy as np
 
-from gateway.audio_format import SAMPLE_BYTES
+from gateway.audio.formats import SAMPLE_BYTES
 
 
 def mono_s16_bytes(frame: av.AudioFrame) -> bytes:

@@ -37,7 +37,7 @@ from gateway.agent_api import (
     TurnComplete,
 )
 from gateway.errors import BadRequest, InvalidMessage, UnsupportedMediaType
-from gateway.protocol import (
+from gateway.wire.data_channel import (
     ID_PATTERN,
     MAX_TEXT_CHARS,
     error_message,

@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from gateway.audio_format import (
+from gateway.audio.formats import (
     AGENT_OUTPUT_RATE_HZ,
     SAMPLE_BYTES,
     WEBRTC_RATE_HZ,

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 
-from gateway import peer, protocol
 from gateway.agent_api import (
     AgentAudio,
     AgentConnector,
@@ -28,7 +27,9 @@ from gateway.agent_api import (
 )
 from gateway.errors import GatewayError
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
-from gateway.receive_path import caller_audio_track
+from gateway.rtc import peer_connection
+from gateway.rtc.receive_path import caller_audio_track
+from gateway.wire import data_channel
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ async def run_call(
         outcome = "internal error"
         _fail_answer(handle, exc)
     finally:
-        await peer.close_quietly(pc)
+        await peer_connection.close_quietly(pc)
         if not handle.answer.done():
             handle.answer.cancel()
         logger.info(
@@ -178,12 +179,12 @@ async def _negotiate_and_run(
 ) -> str:
     handle, spec = parts.handle, parts.handle.spec
     parts.listen()
-    answer_sdp = await peer.negotiate(parts.pc, spec.offer_sdp, parts.outbound)
+    answer_sdp = await peer_connection.negotiate(parts.pc, spec.offer_sdp, parts.outbound)
     async with connector.open_session(
         user_id=spec.user_id, session_id=spec.session_id, modality=spec.modality
     ) as agent:
         parts.channel.send(
-            protocol.session_message(handle.call_id, agent.session_id, spec.modality.value)
+            data_channel.session_message(handle.call_id, agent.session_id, spec.modality.value)
         )
         handle.answer.set_result((answer_sdp, agent.session_id))
         logger.info("call %s answered", handle.call_id)
@@ -227,7 +228,7 @@ async def _downlink(parts: _CallParts, agent: AgentSession) -> None:
             continue
         if isinstance(event, AgentInterrupted):
             parts.outbound.flush()
-        message = protocol.event_message(event)
+        message = data_channel.event_message(event)
         if message is not None:
             droppable = isinstance(event, Transcript) and not event.final
             parts.channel.send(message, droppable=droppable)
@@ -241,9 +242,9 @@ async def _messages(parts: _CallParts, agent: AgentSession) -> None:
     while True:
         raw = await parts.inbox.get()
         try:
-            message = protocol.parse_client_message(raw)
+            message = data_channel.parse_client_message(raw)
         except GatewayError as exc:
-            parts.channel.send(protocol.error_message(exc.code, exc.message))
+            parts.channel.send(data_channel.error_message(exc.code, exc.message))
             continue
         agent.send_text(message.text)
 

@@ -1,7 +1,7 @@
 """The supervisor of a multi-process gateway: one worker process per core, kept running.
 
 `run_workers` opens the HTTP listening socket(s) once (so a port in use fails here,
-with a clear message) and starts `settings.workers` processes (`gateway.worker`),
+with a clear message) and starts `settings.workers` processes (`gateway.cluster.worker_process`),
 each a whole gateway app with its own event loop, all accepting on the inherited
 socket: an idle worker's loop accepts first, so connections lean towards free cores.
 Worker 0 starts alone and checks (creating) the session store before its siblings
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.board import LoadBoard
+from gateway.cluster.load_board import LoadBoard
 from gateway.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class Supervisor:
         )
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.worker",
+                sys.executable, "-m", "gateway.cluster.worker_process",
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(*spec.listen_fds, spec.board_fd, write_fd),
                 env={**os.environ, SPEC_ENV: spec.to_json()},
