@@ -22,6 +22,7 @@ from gateway.agent_api import AgentConnector
 from gateway.calls.manager import CallManager, CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
+from gateway.errors import StartupError
 from gateway.rtc import ice
 from gateway.websocket_transport import add_websocket_routes
 
@@ -90,10 +91,6 @@ def _add_client_routes(app: web.Application) -> None:
 
     app.router.add_get("/", serve_index)
     app.router.add_static("/client/", CLIENT_DIR)
-
-
-class StartupError(Exception):
-    """The gateway cannot start; the message says why, in one line fit for an operator."""
 
 
 def load_adk_connector(settings: Settings) -> AdkAgentConnector:

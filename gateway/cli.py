@@ -1,7 +1,9 @@
 """`python -m gateway` / `adk-webrtc-gateway`: parse arguments, load `.env`, serve.
 
 With `workers` 1 the gateway is this one process; with more, this process supervises
-that many worker processes (`gateway.cluster.supervisor`) and serves nothing itself.
+that many worker processes (`gateway.cluster.supervisor`) and serves nothing itself,
+so it imports neither aiohttp nor aiortc nor ADK: the serving code is imported only
+where it runs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from aiohttp import web
 from dotenv import load_dotenv
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.errors import StartupError
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
@@ -48,8 +50,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.app import StartupError
-
     try:
         if settings.workers == 1:
             _serve_in_this_process(settings)
@@ -62,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve_in_this_process(settings: Settings) -> None:
+    from aiohttp import web
+
     from gateway.adk.sessions import SessionStoreError
-    from gateway.app import StartupError, add_adk_lifecycle, create_app, load_adk_connector
+    from gateway.app import add_adk_lifecycle, create_app, load_adk_connector
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)

@@ -1,22 +1,62 @@
-"""The gateway's errors, each with a stable wire code and an HTTP status.
+"""The gateway's errors, each carrying its wire code, HTTP status and retry-after.
 
-Raised anywhere below the edge; `signaling.py` turns them into HTTP responses and
-`call.py` into data-channel `error` events, in one place each. Messages are safe to
-show to a client: they never carry SDP, transcripts, tokens or user ids.
+Raised anywhere below the edges. `error_reply` is the one place an exception becomes
+what a client is told, whatever the transport: the HTTP edge (`signaling.py`, the
+workers' internal app), the WebSocket transport and a call's data channel all render
+its `ErrorReply`. Messages are safe to show to a client: they never carry SDP,
+transcripts, tokens or user ids. `StartupError` is the operator's side: the gateway
+cannot start. Standard library only (the supervisor imports this module).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+#: WebSocket close code for a failure of ours (RFC 6455 "internal error").
+WS_INTERNAL_ERROR = 1011
+#: WebSocket close codes for gateway errors: this plus the error's HTTP status.
+WS_CLOSE_CODE_BASE = 4000
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says why, in one line fit for an operator."""
+
 
 class GatewayError(Exception):
-    """Base class: `code` goes on the wire, `http_status` at the HTTP edge."""
+    """Base class: `code` goes on the wire, `http_status` at the HTTP edge, and
+    `retry_after_s` (when set) tells the client the failure is temporary."""
 
-    code = "internal"
-    http_status = 500
+    code: str = "internal"
+    http_status: int = 500
+    #: Retry-After for this kind of error when the raiser gives none; None: do not retry.
+    default_retry_after_s: ClassVar[int | None] = None
+    _by_code: ClassVar[dict[str, type[GatewayError]]] = {}
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = (
+            retry_after_s if retry_after_s is not None else self.default_retry_after_s
+        )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        GatewayError._by_code.setdefault(cls.code, cls)
+
+    @classmethod
+    def from_wire(
+        cls, code: str, message: str, *, http_status: int, retry_after_s: int | None = None
+    ) -> GatewayError:
+        """The error another gateway process answered with, as the same class here
+        (so `except AtCapacity` works across processes); an unknown code keeps its
+        code and status."""
+        known = GatewayError._by_code.get(code)
+        if known is not None and known.http_status == http_status:
+            return known(message, retry_after_s=retry_after_s)
+        error = GatewayError(message, retry_after_s=retry_after_s)
+        error.code, error.http_status = code, http_status
+        return error
 
 
 class BadRequest(GatewayError):
@@ -66,10 +106,7 @@ class AtCapacity(GatewayError):
 
     code = "at_capacity"
     http_status = 503
-
-    def __init__(self, message: str, retry_after_s: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    default_retry_after_s = 5
 
 
 class AgentUnavailable(GatewayError):
@@ -77,7 +114,51 @@ class AgentUnavailable(GatewayError):
 
     code = "agent_unavailable"
     http_status = 503
+    default_retry_after_s = 5
 
-    def __init__(self, message: str, retry_after_s: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+
+class WorkerUnavailable(GatewayError):
+    """Another worker process did not answer in time (it is restarting or stuck)."""
+
+    code = "worker_unavailable"
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An error as a client sees it, on any transport."""
+
+    code: str
+    message: str
+    http_status: int
+    retry_after_s: int | None
+    #: Not the client's doing nor a known, passing condition: worth an operator's look.
+    unexpected: bool
+
+    def http_headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(self.retry_after_s)}
+
+    def http_body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    @property
+    def websocket_close_code(self) -> int:
+        if self.code == GatewayError.code:
+            return WS_INTERNAL_ERROR
+        return WS_CLOSE_CODE_BASE + self.http_status
+
+
+def error_reply(exc: BaseException) -> ErrorReply:
+    """What a client is told about `exc`: a gateway error as it is; anything else (a
+    bug) as an opaque internal error."""
+    if isinstance(exc, GatewayError):
+        return ErrorReply(
+            code=exc.code,
+            message=exc.message,
+            http_status=exc.http_status,
+            retry_after_s=exc.retry_after_s,
+            unexpected=exc.http_status >= 500 and exc.retry_after_s is None,
+        )
+    return ErrorReply(GatewayError.code, "internal error", 500, None, unexpected=True)

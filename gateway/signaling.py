@@ -18,12 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.agent_api import Modality
 from gateway.calls.manager import CallService
 from gateway.errors import (
-    AgentUnavailable,
-    AtCapacity,
     BadRequest,
     GatewayError,
     PayloadTooLarge,
     UnsupportedMediaType,
+    error_reply,
 )
 from gateway.metrics.process_stats import process_stats, sibling_stats
 from gateway.wire.data_channel import ID_PATTERN, is_valid_id
@@ -56,16 +55,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        headers = {}
-        if isinstance(exc, AtCapacity | AgentUnavailable):
-            headers["Retry-After"] = str(exc.retry_after_s)
-        if exc.http_status >= 500 and not isinstance(exc, AtCapacity | AgentUnavailable):
-            logger.error("request failed: %s", exc.code)
-        return web.json_response(
-            {"error": {"code": exc.code, "message": exc.message}},
-            status=exc.http_status,
-            headers=headers,
-        )
+        return error_response(exc)
+
+
+def error_response(exc: GatewayError) -> web.Response:
+    """The HTTP form of `error_reply(exc)`; unexpected server errors are logged."""
+    reply = error_reply(exc)
+    if reply.unexpected:
+        logger.error("request failed: %s", reply.code)
+    return web.json_response(
+        reply.http_body(), status=reply.http_status, headers=reply.http_headers()
+    )
 
 
 async def read_body(request: web.Request, *, content_type: str) -> str:

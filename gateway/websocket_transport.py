@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.agent_api import AgentConnector, AgentError, AgentSession
-from gateway.errors import AtCapacity, GatewayError, InvalidMessage
+from gateway.errors import AtCapacity, GatewayError, InvalidMessage, error_reply
+from gateway.signaling import error_response
 from gateway.wire.data_channel import error_message, session_message
 from gateway.wire.seed_websocket import (
     MAX_FRAME_BYTES,
@@ -71,21 +71,21 @@ class WebSocketTransport:
         try:
             params = parse_params(request.match_info["user_id"], dict(request.query))
         except GatewayError as exc:
-            return _json_error(exc)
+            return error_response(exc)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
         socket_id = secrets.token_urlsafe(16)
         logger.info("ws %s: open (%s)", socket_id, params.modality.value)
         try:
             await self._serve(ws, request.app[self._connector_key], params, socket_id)
-        except GatewayError as exc:
-            logger.info("ws %s: refused: %s", socket_id, exc.code)
-            await _send(ws, error_message(exc.code, exc.message, fatal=True))
-            await _close(ws, 4000 + exc.http_status, exc.code)
-        except Exception:
-            logger.exception("ws %s: failed", socket_id)
-            await _send(ws, error_message("internal", "internal error", fatal=True))
-            await _close(ws, WSCloseCode.INTERNAL_ERROR, "internal")
+        except Exception as exc:  # boundary: the socket ends with a reason, never the app
+            reply = error_reply(exc)
+            if reply.unexpected:
+                logger.exception("ws %s: failed", socket_id)
+            else:
+                logger.info("ws %s: refused: %s", socket_id, reply.code)
+            await _send(ws, error_message(reply.code, reply.message, fatal=True))
+            await _close(ws, reply.websocket_close_code, reply.code)
         finally:
             await _close(ws, WSCloseCode.OK, "")
             logger.info("ws %s: closed", socket_id)
@@ -99,7 +99,9 @@ class WebSocketTransport:
         socket_id: str,
     ) -> None:
         if self.open_sockets >= self._max_sockets:
-            raise AtCapacity("too many open sessions; retry later", self._retry_after_s)
+            raise AtCapacity(
+                "too many open sessions; retry later", retry_after_s=self._retry_after_s
+            )
         self.open_sockets += 1
         try:
             async with connector.open_session(
@@ -183,11 +185,6 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT_S)
     except (TimeoutError, ConnectionError):
         logger.debug("ws: close did not complete")
-
-
-def _json_error(exc: GatewayError) -> web.Response:
-    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
-    return web.json_response(body, status=exc.http_status)
 
 
 TRANSPORT_KEY = web.AppKey("websocket_transport", WebSocketTransport)

@@ -33,7 +33,7 @@ from gateway.calls.manager import (
     call_owner,
 )
 from gateway.cluster.load_board import LoadBoard, WorkerLoad
-from gateway.errors import AgentUnavailable, AtCapacity, GatewayError, UnknownCall
+from gateway.errors import AtCapacity, GatewayError, UnknownCall, WorkerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +43,6 @@ OFFER_FORWARD_TIMEOUT_S = ANSWER_TIMEOUT_S + HANGUP_TIMEOUT_S + 2.0
 CALL_FORWARD_TIMEOUT_S = HANGUP_TIMEOUT_S + 3.0
 _BASE = "http://worker"  # the host is ignored on a unix socket
 LOCAL_CALLS_KEY = web.AppKey("local_calls", CallManager)
-
-
-class WorkerUnavailable(GatewayError):
-    """A sibling worker did not answer in time (it is restarting or stuck)."""
-
-    code = "worker_unavailable"
-    http_status = 503
-
-
-class ForwardedError(GatewayError):
-    """An error a sibling answered with, carried back unchanged."""
-
-    def __init__(self, code: str, http_status: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.http_status = http_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,13 +198,14 @@ async def _error_from(response: aiohttp.ClientResponse) -> GatewayError:
         error = (await response.json())["error"]
         code, message = str(error["code"]), str(error["message"])
     except (aiohttp.ClientError, ValueError, KeyError, TypeError):
-        code, message = "internal", "a worker failed"
-    retry_after_s = int(response.headers.get("Retry-After", "5") or 5)
-    if code == AtCapacity.code:
-        return AtCapacity(message, retry_after_s)
-    if code == AgentUnavailable.code:
-        return AgentUnavailable(message, retry_after_s)
-    return ForwardedError(code, response.status, message)
+        code, message = GatewayError.code, "a worker failed"
+    retry_after = response.headers.get("Retry-After")
+    return GatewayError.from_wire(
+        code,
+        message,
+        http_status=response.status,
+        retry_after_s=int(retry_after) if retry_after and retry_after.isdigit() else None,
+    )
 
 
 class _InternalOffer(BaseModel):

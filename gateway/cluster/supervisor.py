@@ -34,6 +34,7 @@ from typing import Any
 
 from gateway.cluster.load_board import LoadBoard
 from gateway.config import Settings
+from gateway.errors import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 RESTART_DELAY_S = 1.0
 LISTEN_BACKLOG = socket.SOMAXCONN
-
-
-class StartupFailed(Exception):
-    """A worker could not start (its reason), or workers keep dying."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +83,7 @@ def report_status(status_fd: int, **status: object) -> None:
 def run_workers(settings: Settings) -> None:
     """Serve with `settings.workers` worker processes until SIGINT/SIGTERM.
 
-    Raises `StartupError` (from `gateway.app`) when the gateway cannot start."""
-    from gateway.app import StartupError
-
+    Raises `StartupError` when the gateway cannot start."""
     workers = min(settings.workers, settings.max_calls)
     if workers < settings.workers:
         logger.info("max_calls %d: starting %d workers, not %d", settings.max_calls, workers,
@@ -105,8 +100,6 @@ def run_workers(settings: Settings) -> None:
         with tempfile.TemporaryDirectory(prefix="adk-gateway-") as socket_dir:
             supervisor = Supervisor(settings, shares, sockets, board, Path(socket_dir))
             asyncio.run(supervisor.run())
-    except StartupFailed as exc:
-        raise StartupError(str(exc)) from None
     finally:
         board.close()
         for sock in sockets:
@@ -123,8 +116,6 @@ def listen(host: str, port: int) -> list[socket.socket]:
     """Listening TCP sockets on every address `host` names, for the workers to share.
 
     Raises `StartupError` when the port is taken or the address is not this host's."""
-    from gateway.app import StartupError
-
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -184,7 +175,7 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await started
                 return
-            started.result()  # StartupFailed
+            started.result()  # StartupError
             self._announce()
             keepers = [
                 asyncio.create_task(self._keep_running(i), name=f"supervisor/worker-{i}")
@@ -193,7 +184,7 @@ class Supervisor:
             await asyncio.wait([stopped, *keepers], return_when=asyncio.FIRST_COMPLETED)
             for keeper in keepers:
                 if keeper.done():
-                    keeper.result()  # StartupFailed: a worker keeps dying
+                    keeper.result()  # StartupError: a worker keeps dying
         finally:
             self._stopping = True
             for task in [stopped, *keepers]:
@@ -219,11 +210,11 @@ class Supervisor:
             async with asyncio.TaskGroup() as group:
                 for index in range(1, len(self._shares)):
                     group.create_task(self._start(index), name=f"supervisor/start-{index}")
-        except* StartupFailed as failed:
+        except* StartupError as failed:
             raise failed.exceptions[0] from None
 
     async def _start(self, index: int) -> None:
-        """Start worker `index` and wait until it serves; `StartupFailed` if it cannot."""
+        """Start worker `index` and wait until it serves; `StartupError` if it cannot."""
         read_fd, write_fd = os.pipe()
         spec = WorkerSpec(
             index=index,
@@ -249,7 +240,7 @@ class Supervisor:
             line = await asyncio.wait_for(_first_line(read_fd), WORKER_START_TIMEOUT_S)
         except TimeoutError:
             process.kill()
-            raise StartupFailed(
+            raise StartupError(
                 f"worker {index} did not start within {WORKER_START_TIMEOUT_S:.0f} s"
             ) from None
         status = json.loads(line) if line.strip() else {}
@@ -258,7 +249,7 @@ class Supervisor:
             return
         await process.wait()
         reason = status.get("error") or f"worker {index} exited with status {process.returncode}"
-        raise StartupFailed(reason)
+        raise StartupError(reason)
 
     async def _keep_running(self, index: int) -> None:
         """Restart worker `index` whenever it dies, until it dies too often."""
@@ -274,7 +265,7 @@ class Supervisor:
             while deaths[0] < now - RESTART_WINDOW_S:
                 deaths.popleft()
             if len(deaths) > MAX_RESTARTS:
-                raise StartupFailed(
+                raise StartupError(
                     f"worker {index} died {len(deaths)} times in {RESTART_WINDOW_S:.0f} s; "
                     "stopping the gateway"
                 )
@@ -283,7 +274,7 @@ class Supervisor:
             await asyncio.sleep(RESTART_DELAY_S)
             try:
                 await self._start(index)
-            except StartupFailed as exc:
+            except StartupError as exc:
                 logger.error("worker %d did not restart: %s", index, exc)
 
     async def _stop_all(self) -> None:

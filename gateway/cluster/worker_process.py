@@ -26,11 +26,12 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.agent_bridge import AdkAgentConnector
-from gateway.app import StartupError, add_adk_lifecycle, create_app, load_adk_connector
+from gateway.app import add_adk_lifecycle, create_app, load_adk_connector
 from gateway.cluster.load_board import LoadBoard
 from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
 from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
+from gateway.errors import StartupError
 
 logger = logging.getLogger(__name__)
 
