@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway import signaling
 from gateway.agent_api import AgentConnector
-from gateway.calls.manager import CallManager, CallService
+from gateway.calls.manager import CallManager
+from gateway.calls.service import CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.agent_api import Modality
-from gateway.calls.manager import CallService
+from gateway.calls.service import CallService
 from gateway.errors import (
     BadRequest,
     GatewayError,

@@ -13,8 +13,9 @@ import os
 
 import pytest
 
-from gateway.calls.manager import call_owner, new_call_id
-from gateway.cluster.load_board import LoadBoard, WorkerLoad
+from gateway.calls.call_ids import call_owner, new_call_id
+from gateway.calls.service import WorkerLoad
+from gateway.cluster.load_board import LoadBoard
 from gateway.cluster.supervisor import WorkerSpec, split_capacity
 from gateway.config import CALLS_PER_CORE, ConfigError, load_settings, usable_cores
 

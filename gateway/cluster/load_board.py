@@ -14,18 +14,11 @@ import mmap
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
+
+from gateway.calls.service import WorkerLoad
 
 _SLOT = struct.Struct("=qq")  # pid (0: not serving), live calls
 _PID = _CALLS = struct.Struct("=q")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerLoad:
-    """One gateway process and its live calls."""
-
-    pid: int
-    calls: int
 
 
 class LoadBoard:

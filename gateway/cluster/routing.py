@@ -25,14 +25,10 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway import signaling
 from gateway.agent_api import Modality
-from gateway.calls.manager import (
-    ANSWER_TIMEOUT_S,
-    HANGUP_TIMEOUT_S,
-    Answer,
-    CallManager,
-    call_owner,
-)
-from gateway.cluster.load_board import LoadBoard, WorkerLoad
+from gateway.calls.call_ids import call_owner
+from gateway.calls.manager import CallManager
+from gateway.calls.service import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, WorkerLoad
+from gateway.cluster.load_board import LoadBoard
 from gateway.errors import AtCapacity, GatewayError, UnknownCall, WorkerUnavailable
 
 logger = logging.getLogger(__name__)

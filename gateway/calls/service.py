@@ -1,0 +1,74 @@
+"""What the edges need from the gateway's calls, in one process or many.
+
+`CallService` is the seam between the HTTP edge (`signaling.py`) and whoever keeps
+the calls: one process's `CallManager`, or a worker's `ClusterCalls` that also
+reaches its siblings. Plain values and a protocol: imports the agent seam only (the
+supervisor's load board uses `WorkerLoad`, so nothing heavy may come in here).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.agent_api import Modality
+
+#: How long an offer may take to be answered (ICE gathering, agent session start).
+ANSWER_TIMEOUT_S = 15.0
+#: How long a hung-up call may take to release everything.
+HANGUP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """What the caller asked for."""
+
+    offer_sdp: str
+    user_id: str
+    session_id: str | None
+    modality: Modality
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    call_id: str
+    session_id: str
+    sdp: str
+    #: The process that owns the call (a worker's pid in a multi-process gateway).
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoad:
+    """One gateway process and its live calls."""
+
+    pid: int
+    calls: int
+
+
+class CallService(Protocol):
+    """The gateway's calls as the HTTP edge sees them."""
+
+    async def accept_offer(
+        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+    ) -> Answer:
+        """Start a call; raise a `GatewayError` for anything unusable (bounded by
+        `ANSWER_TIMEOUT_S`)."""
+        ...
+
+    async def add_candidates(self, call_id: str, sdpfrag: str) -> None: ...
+
+    async def hang_up(self, call_id: str) -> None:
+        """End a call and wait (bounded by `HANGUP_TIMEOUT_S`) until it has released
+        everything; `UnknownCall` if there is no such call."""
+        ...
+
+    @property
+    def live_calls(self) -> int:
+        """Calls of this process."""
+        ...
+
+    def workers(self) -> list[WorkerLoad]:
+        """Every process of the gateway and its live calls (this one included)."""
+        ...
