@@ -31,6 +31,7 @@ from google.adk.runners import Runner
 from google.adk.sessions import BaseSessionService
 from google.genai import types
 
+from gateway.adk import _adk
 from gateway.adk.live_config import LiveSettings, build_run_config
 from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
 from gateway.adk.resumption import HandleKeeper, latest_handle
@@ -93,7 +94,7 @@ class _BoundedLiveRequestQueue(LiveRequestQueue):
         self.dropped_chunks = 0
 
     def send_realtime(self, blob: types.Blob) -> None:
-        if self._queue.qsize() >= self.max_pending:
+        if _adk.queued_requests(self) >= self.max_pending:
             self.dropped_chunks += 1
             return
         super().send_realtime(blob)

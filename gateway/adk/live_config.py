@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from google.adk.agents._streaming_mode import StreamingMode
-from google.adk.agents.run_config import RunConfig
+
+# The import ADK's documentation gives (adk-docs runtime/runconfig.md); the module does
+# not re-export StreamingMode explicitly, hence the ignore (mypy's no-implicit-reexport).
+from google.adk.agents.run_config import RunConfig, StreamingMode  # type: ignore[attr-defined]
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

@@ -20,6 +20,7 @@ from google.adk.agents import BaseAgent, LlmAgent
 from google.adk.models.google_llm import Gemini
 from google.genai import types
 
+from gateway.adk import _adk
 from gateway.adk.upstream import UpstreamFailure, classify
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class LiveCheck:
         config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
         started = self._clock()
         try:
-            client = self._model._live_api_client  # the client ADK's connect() uses
+            client = _adk.live_api_client(self._model)  # the client ADK's connect() uses
             async with asyncio.timeout(self._timeout_s):
                 async with client.aio.live.connect(model=self._model.model, config=config):
                     pass

@@ -1,27 +1,26 @@
 """Which local addresses ICE may use, and which ICE servers: one documented place.
 
 aioice gathers host candidates from every interface except 127.0.0.1 and has no
-option to choose them; the only seam is its module-level `get_host_addresses`.
-`restrict_host_addresses` replaces it, process-wide, with a function returning the
-configured addresses (127.0.0.1 in tests; chosen interfaces in production). A test
-(`tests/test_ice.py`) fails if aioice changes under this.
+option to choose them. `restrict_host_addresses` makes it gather, process-wide, on
+the configured addresses only (127.0.0.1 in tests; chosen interfaces in production),
+through the one seam in `rtc/_aioice.py` (guarded by `tests/test_seams.py`).
 
 `ice_servers` builds aiortc's configuration from settings only: with `iceServers`
 unset aiortc would fall back to Google's public STUN server, which a gateway with
 no network must never try to reach.
 
-May import aioice and aiortc; nothing from the project.
+Imports aiortc and `rtc._aioice`; nothing else from the project.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
-_original_get_host_addresses = aioice.ice.get_host_addresses
+from gateway.rtc import _aioice
 
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:
@@ -30,7 +29,7 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
     Process-wide, because aioice reads it at gathering time for every connection.
     """
     if not addresses:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
+        _aioice.set_host_addresses(None)
         return
     chosen = [str(ipaddress.ip_address(a)) for a in addresses]
 
@@ -42,7 +41,18 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
             or (use_ipv6 and ipaddress.ip_address(a).version == 6)
         ]
 
-    aioice.ice.get_host_addresses = configured_host_addresses
+    _aioice.set_host_addresses(configured_host_addresses)
+
+
+@contextlib.contextmanager
+def host_addresses_restricted(addresses: Sequence[str]) -> Iterator[None]:
+    """`restrict_host_addresses` for a block, then whatever was in place before."""
+    previous = _aioice.set_host_addresses(None)
+    restrict_host_addresses(addresses)
+    try:
+        yield
+    finally:
+        _aioice.set_host_addresses(previous)
 
 
 def rtc_configuration(ice_server_urls: Sequence[str]) -> RTCConfiguration:

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from gateway.errors import InvalidSdp, NoAudioInOffer
+from gateway.rtc import _aioice, _aiortc
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def new_peer_connection(configuration: RTCConfiguration) -> RTCPeerConnection:
 
 async def close_quietly(pc: RTCPeerConnection) -> None:
     """Close a peer connection, bounded in time; its failures are logged, not raised."""
-    ice_connections = _ice_connections(pc)
+    ice_connections = _aiortc.ice_connections(pc)
     try:
         await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT_S)
     except asyncio.CancelledError:
@@ -138,19 +139,6 @@ async def close_quietly(pc: RTCPeerConnection) -> None:
     await _cancel_late_consent_checks(ice_connections)
 
 
-def _ice_connections(pc: RTCPeerConnection) -> list[object]:
-    """The aioice connections under a peer connection (see `_cancel_late_consent_checks`)."""
-    dtls = [t.sender.transport for t in pc.getTransceivers()]
-    if pc.sctp is not None:
-        dtls.append(pc.sctp.transport)
-    found: list[object] = []
-    for transport in dtls:
-        connection = getattr(getattr(transport, "transport", None), "_connection", None)
-        if connection is not None and connection not in found:
-            found.append(connection)
-    return found
-
-
 async def _cancel_late_consent_checks(connections: list[object]) -> None:
     """Work around an aioice race: hung up while ICE is checking, `connect()` resumes
     after `close()` and starts a consent-freshness task that runs on (for up to 30 s)
@@ -161,8 +149,4 @@ async def _cancel_late_consent_checks(connections: list[object]) -> None:
     for _ in range(3):
         await asyncio.sleep(0.02)
         for connection in connections:
-            task = getattr(connection, "_query_consent_task", None)
-            if isinstance(task, asyncio.Task) and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _aioice.cancel_consent_checks(connection)

@@ -8,16 +8,15 @@ policy that replaces it).
 
 The seam, and why this one: the receiver has no public hook between "packet accepted"
 and "frame decoded", and the peer connection builds receivers itself, so a subclass
-cannot be slotted in. The narrowest handle is the receiver's private jitter buffer
-object (`RTCRtpReceiver.__jitter_buffer`, used only as `add(packet) -> (pli, frame)`).
-`install_receive_path` swaps it, per receiver and never globally, for a tap that hands
-each packet to a `LossTolerantAudioTrack` and gives the receiver nothing to decode
-(its decoder thread then idles). This module is the only place that touches aiortc
-internals; `tests/test_receive_path.py` fails if the attribute or the call shape
-changes under us, and `install_receive_path` raises `ReceivePathUnavailable` then, so
-the caller can fall back to the stock track.
+cannot be slotted in. `install_receive_path` swaps the receiver's private jitter
+buffer, per receiver and never globally, for a tap that hands each packet to a
+`LossTolerantAudioTrack` and gives the receiver nothing to decode (its decoder thread
+then idles). The swap itself is `rtc/_aiortc.py`'s `tap_packets`, guarded by
+`tests/test_seams.py`; it raises `ReceivePathUnavailable` if aiortc changed, so the
+caller falls back to the stock track.
 
-Imports aiortc, PyAV and `gateway.rtc.reorder_buffer`; nothing about HTTP or agents.
+Imports aiortc, PyAV, `rtc._aiortc` and `rtc.reorder_buffer`; nothing about HTTP or
+agents.
 """
 
 from __future__ import annotations
@@ -34,21 +33,20 @@ import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import get_decoder
 from aiortc.codecs.base import Decoder
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
+from gateway.rtc._aiortc import ReceivePathUnavailable, ensure_tappable, tap_packets
 from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer, ReorderStats
 
 logger = logging.getLogger(__name__)
 
 OPUS_RATE_HZ = 48_000
 OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE_HZ)
-#: The receiver's private jitter buffer, name-mangled (`self.__jitter_buffer`).
-JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 #: How long held packets wait for a missing one when no packet follows (the end of a
 #: talk spurt); while packets flow, a hole is skipped after 3 later packets instead.
 DEFAULT_MAX_HOLD_S = 0.06
@@ -66,10 +64,6 @@ DEFAULT_MAX_QUEUE_PACKETS = 50
 CodecSource = Sequence[RTCRtpCodecParameters] | Callable[[], Sequence[RTCRtpCodecParameters]]
 
 
-class ReceivePathUnavailable(RuntimeError):
-    """The installed aiortc no longer has the seam this module relies on."""
-
-
 @dataclass(frozen=True, slots=True)
 class ReceivePathStats:
     """What happened to the caller's packets; see `ReorderStats` for the buffer."""
@@ -83,17 +77,6 @@ class ReceivePathStats:
     """Frames aiortc's own decoder produced: 0 unless the tap stopped working."""
     stall_graces: int
     """Hold timers that fired late (event loop stalled) and were given a grace period."""
-
-
-class _PacketTap:
-    """Stands in for the receiver's jitter buffer: forwards packets, returns no frame."""
-
-    def __init__(self, sink: Callable[[RtpPacket], None]) -> None:
-        self._sink = sink
-
-    def add(self, packet: RtpPacket) -> tuple[bool, None]:
-        self._sink(packet)
-        return False, None
 
 
 class MonoOpusDecoder(Decoder):
@@ -296,28 +279,10 @@ def install_receive_path(
     must `stop()` it (`caller_audio_track` does so when the connection closes)."""
     if receiver.track is None or receiver.track.kind != "audio":
         raise ValueError("install_receive_path needs an audio receiver")
-    _check_seam(receiver)
+    ensure_tappable(receiver)
     track = LossTolerantAudioTrack(receiver.track, codecs, max_hold_s=max_hold_s)
     tap_packets(receiver, track.on_packet)
     return track
-
-
-def tap_packets(receiver: RTCRtpReceiver, sink: Callable[[RtpPacket], None]) -> None:
-    """Hand every RTP packet the receiver accepts (after SRTP, RTCP and SSRC checks)
-    to `sink`, instead of aiortc's jitter buffer and decoder. Raises
-    `ReceivePathUnavailable` if aiortc changed. Also what the load tester listens with."""
-    _check_seam(receiver)
-    setattr(receiver, JITTER_BUFFER_ATTR, _PacketTap(sink))
-
-
-def _check_seam(receiver: RTCRtpReceiver) -> None:
-    current = getattr(receiver, JITTER_BUFFER_ATTR, None)
-    if isinstance(current, _PacketTap):
-        raise ValueError("the receiver is tapped already")
-    if not isinstance(current, JitterBuffer) or not callable(getattr(current, "add", None)):
-        raise ReceivePathUnavailable(
-            f"aiortc's RTCRtpReceiver has no {JITTER_BUFFER_ATTR} JitterBuffer any more"
-        )
 
 
 def remote_codecs(
@@ -354,3 +319,14 @@ def caller_audio_track(pc: RTCPeerConnection, track: MediaStreamTrack) -> MediaS
 
     pc.on("connectionstatechange", on_connection_state)
     return ours
+
+
+__all__ = [
+    "LossTolerantAudioTrack",
+    "ReceivePathStats",
+    "ReceivePathUnavailable",
+    "caller_audio_track",
+    "install_receive_path",
+    "remote_codecs",
+    "tap_packets",
+]

@@ -21,8 +21,8 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from gateway.rtc import ice
 from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
-from tests.netem.ice import restricted_ice
 from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
 from tests.netem.netns import VethLink
 from tests.netem.relay import Impairment
@@ -58,7 +58,7 @@ async def run_netns_loss_call(
     )  # fmt: skip
     tone = ToneTrack(frames)
     try:
-        with restricted_ice([link.host_ip]):
+        with ice.host_addresses_restricted([link.host_ip]):
             caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             caller.addTransceiver(tone, direction="sendonly")
             await caller.setLocalDescription(await caller.createOffer())

@@ -1,0 +1,123 @@
+"""The seams into aiortc, aioice and ADK internals still fit the installed libraries.
+
+Every touch of a library's private internals lives in one seam module per library
+(`gateway/rtc/_aiortc.py`, `gateway/rtc/_aioice.py`, `gateway/adk/_adk.py`). These
+tests fail when a library changes under one of them, before a caller notices.
+
+Pins down:
+- each seam module finds the library's code shaped as it relies on;
+- aiortc: a tapped receiver hands its packets to the tap and decodes nothing; a
+  receiver without the seam is refused clearly (`ReceivePathUnavailable`);
+- aioice: restricting host addresses changes what ICE gathers;
+- ADK: the bounded request queue sees ADK's backlog grow and shrink and drops
+  audio past its bound; a Gemini model's Live client is a google-genai client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aioice.ice
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+from google.adk.models.google_llm import Gemini
+from google.genai import Client, types
+
+from gateway.adk import _adk
+from gateway.agent_bridge import _BoundedLiveRequestQueue
+from gateway.rtc import _aioice, _aiortc, ice
+
+
+@pytest.mark.parametrize("seam", [_aiortc, _aioice, _adk], ids=["aiortc", "aioice", "adk"])
+def test_the_library_is_still_shaped_as_the_seam_relies_on(seam: object) -> None:
+    assert seam.shape_problems() == []  # type: ignore[attr-defined]
+
+
+async def _offered_receiver(
+    caller: RTCPeerConnection, callee: RTCPeerConnection
+) -> _aiortc.RTCRtpReceiver:
+    caller.addTransceiver("audio", direction="sendonly")
+    await caller.setLocalDescription(await caller.createOffer())
+    await callee.setRemoteDescription(RTCSessionDescription(caller.localDescription.sdp, "offer"))
+    return callee.getTransceivers()[0].receiver
+
+
+async def test_a_tapped_receiver_hands_every_packet_to_the_tap() -> None:
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        receiver = await _offered_receiver(caller, callee)
+        seen: list[int] = []
+        _aiortc.tap_packets(receiver, lambda packet: seen.append(packet.sequence_number))
+        with pytest.raises(ValueError, match="tapped already"):
+            _aiortc.tap_packets(receiver, seen.append)
+        for seq in (7, 9, 8):
+            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+            # What the receiver's packet handler does with an accepted packet.
+            assert getattr(receiver, _aiortc.JITTER_BUFFER_ATTR).add(packet) == (False, None)
+        assert seen == [7, 9, 8]
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
+
+
+async def test_installing_refuses_clearly_when_the_seam_is_gone() -> None:
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        receiver = await _offered_receiver(caller, callee)
+        _aiortc.stock_jitter_buffer(receiver)  # there while aiortc is as we know it
+        delattr(receiver, _aiortc.JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
+        with pytest.raises(_aiortc.ReceivePathUnavailable):
+            _aiortc.tap_packets(receiver, lambda _: None)
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
+
+
+def test_host_address_restriction_reaches_aioice() -> None:
+    """Fails if aioice stops gathering through `aioice.ice.get_host_addresses`."""
+    with ice.host_addresses_restricted(["127.0.0.1", "::1"]):
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
+    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]  # the session's
+
+
+async def test_ice_gathers_only_on_the_restricted_addresses() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        # Not the session's 127.0.0.1: only the restriction can make it this one.
+        with ice.host_addresses_restricted(["127.0.0.2"]):
+            pc.addTransceiver("audio")
+            await pc.setLocalDescription(await pc.createOffer())
+        candidates = [
+            line.split()[4]
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=candidate:")
+        ]
+        assert candidates
+        assert set(candidates) == {"127.0.0.2"}
+    finally:
+        await asyncio.wait_for(pc.close(), 5)
+
+
+async def test_the_bounded_queue_sees_adks_backlog() -> None:
+    queue = _BoundedLiveRequestQueue(max_pending=3)
+    for _ in range(5):
+        queue.send_realtime(types.Blob(data=b"\0\0", mime_type="audio/pcm;rate=16000"))
+    assert (_adk.queued_requests(queue), queue.dropped_chunks) == (3, 2)
+    await queue.get()  # how ADK's live flow takes requests
+    assert _adk.queued_requests(queue) == 2
+    queue.send_realtime(types.Blob(data=b"\0\0", mime_type="audio/pcm;rate=16000"))
+    assert (_adk.queued_requests(queue), queue.dropped_chunks) == (3, 2)
+
+
+async def test_a_gemini_models_live_client_is_a_genai_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOOGLE_API_KEY", "not-a-real-key")
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
+    client = _adk.live_api_client(Gemini(model="gemini-3.8-live"))
+    assert isinstance(client, Client)
+    assert callable(client.aio.live.connect)
