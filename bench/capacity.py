@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+
 DEFAULT_CALLS = (10, 20, 30, 40, 50, 60, 70, 80)
 GAP_LIMIT_PERCENT = 0.1
 #: A point this bad ends the sweep for that server: higher N only gets worse.
@@ -95,7 +96,7 @@ def pinned(core: int) -> list[str]:
 
 def gateway_has_workers_option() -> bool:
     help_text = subprocess.run(
-        [sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True, cwd=REPO_ROOT
     ).stdout
     return "--workers" in help_text
 
@@ -139,12 +140,12 @@ def run_point(server: str, calls: int, args: argparse.Namespace, workers: bool) 
     point = Point(server=server, calls=calls)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GATEWAY_ICE_ADDRESSES": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "GATEWAY_ICE_ADDRESSES": "127.0.0.1", "PYTHONPATH": str(REPO_ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen(
             pinned(1) + server_command(server, port, workers),
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             wait_healthy(url, process)
@@ -155,7 +156,7 @@ def run_point(server: str, calls: int, args: argparse.Namespace, workers: bool) 
                 "--duration", str(args.duration), "--processes", str(args.processes),
                 "--reply-timeout", "2.5", "--report", str(report_path), "--quiet",
             ]  # fmt: skip
-            tester = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+            tester = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
             if not report_path.exists():
                 point.error = tester.stderr.strip().splitlines()[-1] if tester.stderr else "?"
                 return point

@@ -58,25 +58,20 @@ import logging
 import os
 import random
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from aiohttp.test_utils import TestClient, TestServer
+from aiortc.codecs.opus import OpusDecoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import RtpPacket
 
-import numpy as np  # noqa: E402
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
-from aiortc import RTCRtpReceiver  # noqa: E402
-from aiortc.codecs.opus import OpusDecoder  # noqa: E402
-from aiortc.jitterbuffer import JitterFrame  # noqa: E402
-from aiortc.rtp import RtpPacket  # noqa: E402
-
-from gateway import signaling  # noqa: E402
-from gateway.agent_api import (  # noqa: E402
+from gateway import signaling
+from gateway.agent_api import (
     AgentAudio,
     AgentConnector,
     AgentEvent,
@@ -85,12 +80,12 @@ from gateway.agent_api import (  # noqa: E402
     Modality,
     TurnComplete,
 )
-from gateway.app import create_app  # noqa: E402
-from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ  # noqa: E402
-from gateway.config import load_settings  # noqa: E402
-from gateway.rtc import ice  # noqa: E402
-from gateway.rtc.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
-from tests.peers import CallerPeer, tone_pcm  # noqa: E402
+from gateway.app import create_app
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ, PTIME_S, WEBRTC_RATE_HZ
+from gateway.calls.manager import CallManager
+from gateway.config import load_settings
+from gateway.rtc import _aiortc, ice
+from tests.support.peers import HeadlessCaller, call_gateway, tone_pcm
 
 #: A decoded packet (second half) or a 16 kHz chunk at least this loud holds the tone;
 #: below `SILENT_RMS` it holds silence. The tones are ~4200-5700 RMS.
@@ -98,8 +93,8 @@ LOUD_RMS = 1000.0
 SILENT_RMS = 100.0
 #: A reading more than this after its cause belongs to something else.
 MATCH_WINDOW_S = 0.3
-CALLER_RATE_HZ = 48_000
-FRAME_S = 0.02
+CALLER_RATE_HZ = WEBRTC_RATE_HZ
+FRAME_S = PTIME_S
 
 Clock = Callable[[], float]
 now: Clock = time.monotonic
@@ -144,28 +139,13 @@ class PacketLog:
         return out
 
 
-class _RecordingTap:
-    """Stands in for a receiver's jitter buffer: records, then forwards or drops."""
+def recorder(log: PacketLog) -> Callable[[RtpPacket], None]:
+    """Records every packet it is shown in `log`."""
 
-    def __init__(self, log: PacketLog, inner: Any | None) -> None:
-        self._log = log
-        self._inner = inner
+    def record(packet: RtpPacket) -> None:
+        log.packets.append((now(), packet.sequence_number, packet.timestamp, bytes(packet.payload)))
 
-    def add(self, packet: RtpPacket) -> tuple[bool, Any]:
-        self._log.packets.append(
-            (now(), packet.sequence_number, packet.timestamp, bytes(packet.payload))
-        )
-        if self._inner is None:
-            return False, None
-        return self._inner.add(packet)  # type: ignore[no-any-return]
-
-
-def tap_receiver(receiver: RTCRtpReceiver, *, forward: bool) -> PacketLog:
-    """Record every packet `receiver` accepts; `forward` keeps the current consumer."""
-    log = PacketLog()
-    inner = getattr(receiver, JITTER_BUFFER_ATTR)
-    setattr(receiver, JITTER_BUFFER_ATTR, _RecordingTap(log, inner if forward else None))
-    return log
+    return record
 
 
 @dataclass
@@ -328,7 +308,7 @@ def timed_scripted_agent() -> Any:
 
 @dataclass
 class BenchCall:
-    caller: CallerPeer
+    caller: HeadlessCaller
     gateway_in: PacketLog
     caller_in: PacketLog
     location: str
@@ -336,23 +316,20 @@ class BenchCall:
 
 @contextlib.asynccontextmanager
 async def bench_call(client: Any) -> AsyncIterator[BenchCall]:
-    caller = CallerPeer()
+    # The caller's receiver: a recording tap, no jitter buffer, no decoding.
+    caller_in = PacketLog()
+    caller = HeadlessCaller(packet_listener=recorder(caller_in))
     try:
-        # The caller's receiver: a recording tap, no jitter buffer, no decoding.
-        caller_in = tap_receiver(caller.pc.getTransceivers()[0].receiver, forward=False)
-        response = await client.post(
-            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
-        )
-        assert response.status == 201, await response.text()
-        location = response.headers["Location"]
-        # The gateway has installed its receive path (during negotiation); wrap its tap
-        # before the caller applies the answer, so no media has flowed yet.
+        location = await call_gateway(client, caller)
+        # The gateway has installed its receive path (during negotiation) and media
+        # flows only once ICE completes: observing now sees every packet it accepts.
         manager = client.app[signaling.CALLS_KEY]
-        handle = manager._get(location.rsplit("/", 1)[1])
-        assert handle.pc is not None
-        receiver = next(t.receiver for t in handle.pc.getTransceivers() if t.kind == "audio")
-        gateway_in = tap_receiver(receiver, forward=True)
-        await caller.accept(await response.text())
+        assert isinstance(manager, CallManager)
+        pc = manager.get(location.rsplit("/", 1)[1]).peer_connection
+        assert pc is not None
+        receiver = next(t.receiver for t in pc.getTransceivers() if t.kind == "audio")
+        gateway_in = PacketLog()
+        _aiortc.observe_packets(receiver, recorder(gateway_in))
         await caller.wait_connected()
         await caller.wait_channel_open()
         await asyncio.sleep(0.5)  # DTLS done, first packets through, encoders warm
@@ -376,8 +353,8 @@ def burst_train(trials: int, burst_s: float, rng: random.Random) -> bytes:
     return bytes(pcm)
 
 
-async def play_and_wait(caller: CallerPeer, pcm: bytes) -> None:
-    caller.mic.play(pcm)
+async def play_and_wait(caller: HeadlessCaller, pcm: bytes) -> None:
+    caller.mic.play_pcm(pcm)
     await asyncio.sleep(len(pcm) / (2 * CALLER_RATE_HZ) + 0.3)
 
 
@@ -410,7 +387,7 @@ async def adk_run(client: Any, trials: int, rng: random.Random) -> BenchCall:
         for _ in range(max(1, trials // 2)):
             caller.send({"type": "text", "text": "hi"})
             await asyncio.sleep(rng.uniform(0.25, 0.4))
-            caller.mic.play(tone_pcm(0.2, freq_hz=300.0, amplitude=6000))
+            caller.mic.play_pcm(tone_pcm(0.2, freq_hz=300.0, amplitude=6000))
             await asyncio.sleep(0.2 + 0.3 + 1.5 + 0.4)
     return call
 

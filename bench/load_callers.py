@@ -11,15 +11,14 @@ from 1 s after the last call started: call set-up stalls the loops), and the
 callers' own worst event-loop stall (a gap seen on every call at once with a stall
 this large is the callers' doing, not the gateway's).
 
-Benchmark only: it swaps the receiver's private jitter buffer for a packet tap, as
-`gateway.rtc.receive_path` does (and through its documented attribute name).
+The callers are the load tester's `HeadlessCaller`s (packet listener, looped
+pre-encoded microphone), so they cost what the load tester's cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import itertools
 import json
 import random
@@ -30,17 +29,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
-from gateway.rtc import ice, peer_connection
-from gateway.rtc.receive_path import JITTER_BUFFER_ATTR
+from gateway.audio.formats import WEBRTC_RATE_HZ
+from gateway.audio.pcm import tone
+from gateway.loadtest.headless_caller import HeadlessCaller
+from gateway.loadtest.prompt import FRAME_SAMPLES, encode_pcm
+from gateway.rtc import ice
 
-RATE_HZ = 48_000
-FRAME_SAMPLES = 960
-FRAME_S = FRAME_SAMPLES / RATE_HZ
-TIME_BASE = fractions.Fraction(1, RATE_HZ)
 VOICE_S = 1.0
 QUIET_S = 2.5
 GAP_S = 0.040
@@ -49,67 +45,26 @@ VOICED_RMS = 1000.0
 
 def prompt_packets() -> list[bytes]:
     """One prompt cycle as Opus payloads (mono, 20 ms each)."""
-    codec = av.CodecContext.create("libopus", "w")
-    codec.bit_rate, codec.format, codec.layout = 32_000, "s16", "mono"
-    codec.sample_rate, codec.time_base = RATE_HZ, TIME_BASE
-    codec.options = {"application": "voip"}
-    t = np.arange(int(VOICE_S * RATE_HZ)) / RATE_HZ
-    voice = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
-    pcm = np.concatenate([voice, np.zeros(int(QUIET_S * RATE_HZ), dtype="<i2")])
-    payloads: list[bytes] = []
-    for i in range(len(pcm) // FRAME_SAMPLES):
-        frame = av.AudioFrame.from_ndarray(
-            pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES].reshape(1, -1),
-            format="s16",
-            layout="mono",
-        )
-        frame.sample_rate, frame.pts, frame.time_base = RATE_HZ, i * FRAME_SAMPLES, TIME_BASE
-        payloads += [bytes(p) for p in codec.encode(frame)]
-    return payloads
-
-
-class PromptTrack(MediaStreamTrack):
-    """Loops pre-encoded packets in real time; aiortc packs them without encoding."""
-
-    kind = "audio"
-
-    def __init__(self, payloads: list[bytes], phase: int) -> None:
-        super().__init__()
-        self._payloads = payloads
-        self._index = phase
-        self._start: float | None = None
-        self._pts = 0
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        elif (wait := self._start + self._pts / RATE_HZ - now) > 0:
-            await asyncio.sleep(wait)
-        packet = av.Packet(self._payloads[self._index % len(self._payloads)])
-        packet.pts, packet.time_base = self._pts, TIME_BASE
-        self._index += 1
-        self._pts += FRAME_SAMPLES
-        return packet
+    pcm = tone(VOICE_S, WEBRTC_RATE_HZ, 300.0, 6000) + bytes(int(QUIET_S * WEBRTC_RATE_HZ) * 2)
+    frames = len(pcm) // (2 * FRAME_SAMPLES)
+    return encode_pcm(np.frombuffer(pcm, dtype="<i2"))[:frames]
 
 
 @dataclass
 class Listener:
-    """Stands in for the caller's jitter buffer: records arrivals, decodes for energy."""
+    """Takes the caller's packets in place of its jitter buffer: records arrivals,
+    decodes for energy."""
 
     arrivals: list[float] = field(default_factory=list)
     voiced: int = 0
     decoder: av.CodecContext = field(default_factory=lambda: av.CodecContext.create("libopus", "r"))
 
-    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+    def on_packet(self, packet: RtpPacket) -> None:
         self.arrivals.append(time.monotonic())
         for frame in self.decoder.decode(av.Packet(packet.payload)):
             pcm = frame.to_ndarray().astype(np.float64)
             if float(np.sqrt(np.mean(pcm**2))) > VOICED_RMS:
                 self.voiced += 1
-        return False, None
 
 
 async def one_call(
@@ -119,31 +74,17 @@ async def one_call(
     seconds: float,
     measure_from: float,
 ) -> dict[str, float]:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     listener = Listener()
-    pc.addTrack(PromptTrack(payloads, phase=random.randrange(len(payloads))))
-    pc.createDataChannel("events")
-    location = None
+    caller = HeadlessCaller(packet_listener=listener.on_packet)
+    caller.mic.loop(payloads, phase=random.randrange(len(payloads)))
     try:
-        await pc.setLocalDescription(await pc.createOffer())
-        async with session.post(
-            f"{url}/calls",
-            data=pc.localDescription.sdp,
-            headers={"Content-Type": "application/sdp"},
-        ) as response:
-            if response.status != 201:
-                return {"refused": response.status}
-            location = response.headers["Location"]
-            answer = await response.text()
-        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        receiver = pc.getTransceivers()[0].receiver
-        setattr(receiver, JITTER_BUFFER_ATTR, listener)
+        dialed = await caller.dial(session, url)
+        if dialed.status != 201:
+            return {"refused": dialed.status}
         await asyncio.sleep(seconds)
     finally:
-        if location is not None:
-            async with session.delete(f"{url}{location}"):
-                pass
-        await peer_connection.close_quietly(pc)
+        await caller.hang_up(session, url)
+        await caller.close()
     # Only the steady state: every call connected (setting calls up stalls loops).
     arrivals = [t for t in listener.arrivals if t >= measure_from]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]

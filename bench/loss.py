@@ -3,7 +3,7 @@
 For each loss rate (0 %, 5 %, 20 %, random, seeded) with 40 +/- 20 ms jitter on the
 caller's link, the same seeded link carries one call into aiortc's stock receiver
 track and one into `gateway.rtc.receive_path`. Two real aiortc peers on loopback, the
-impairment from the userspace relay in `tests/netem/relay.py` (no kernel netem here).
+impairment from the userspace relay in `tests/support/netem/relay.py` (no kernel netem here).
 
 Reported per loss rate and path: packets the receiver got and frames that reached the
 consumer (as % of packets sent), the shortfall between them in percentage points, the
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from gateway.rtc import ice
-from tests.netem.loss_call import FRAME_MS, LossRun, run_loss_call
-from tests.netem.relay import Impairment
+from tests.support.netem.loss_call import FRAME_MS, LossRun, run_loss_call
+from tests.support.netem.relay import Impairment
 
 LOSS_RATES = (0.0, 0.05, 0.20)
 DELAY_S, JITTER_S = 0.04, 0.02

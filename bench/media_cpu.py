@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
 
 
 async def outbound(frames: int) -> float:
@@ -36,6 +36,7 @@ async def outbound(frames: int) -> float:
     from av.frame import Frame
 
     from bench.gateway_under_test import tone
+    from gateway.audio.formats import WEBRTC_RATE_HZ
     from gateway.media_tracks import AgentAudioTrack
 
     track = AgentAudioTrack()
@@ -45,7 +46,7 @@ async def outbound(frames: int) -> float:
 
     track._wait_for_next_frame = no_pacing  # type: ignore[method-assign]
     codec = RTCRtpCodecParameters(
-        mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
+        mimeType="audio/opus", clockRate=WEBRTC_RATE_HZ, channels=2, payloadType=111
     )
     encoder = get_encoder(codec)
     reply = tone(1.5)
@@ -69,6 +70,7 @@ async def inbound(frames: int) -> float:
     from aiortc.rtp import RtpPacket
 
     from bench.load_callers import prompt_packets
+    from gateway.audio.formats import WEBRTC_FRAME_SAMPLES, WEBRTC_RATE_HZ
     from gateway.media_tracks import pump_caller_audio
     from gateway.rtc.receive_path import LossTolerantAudioTrack
 
@@ -79,7 +81,7 @@ async def inbound(frames: int) -> float:
             await asyncio.Event().wait()
 
     codec = RTCRtpCodecParameters(
-        mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
+        mimeType="audio/opus", clockRate=WEBRTC_RATE_HZ, channels=2, payloadType=111
     )
     payloads = prompt_packets()
     track = LossTolerantAudioTrack(Idle(), [codec])
@@ -91,7 +93,7 @@ async def inbound(frames: int) -> float:
             RtpPacket(
                 payload_type=111,
                 sequence_number=seq % 65536,
-                timestamp=seq * 960,
+                timestamp=seq * WEBRTC_FRAME_SAMPLES,
                 ssrc=1,
                 payload=payloads[seq % len(payloads)],
             )
@@ -126,7 +128,7 @@ def main() -> None:
         result = subprocess.run(
             [sys.executable, "-m", "bench.media_cpu", "--child",
              "--frames", str(args.frames), "--rounds", str(args.rounds)],
-            cwd=tree, env={**os.environ, "PYTHONPATH": f"{tree}:{HERE}"},
+            cwd=tree, env={**os.environ, "PYTHONPATH": f"{tree}:{REPO_ROOT}"},
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         r = json.loads(result.stdout.strip().splitlines()[-1])

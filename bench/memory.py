@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fractions
 import json
 import logging
 import os
@@ -44,114 +43,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aiohttp
+import numpy as np
+from aiohttp import web
 
-import aiohttp  # noqa: E402
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-from aiohttp import web  # noqa: E402
-from aiortc import (  # noqa: E402
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from gateway.agent_api import AgentAudio, AgentEvent, Modality
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ, WEBRTC_RATE_HZ
+from gateway.audio.pcm import tone
+from gateway.loadtest.headless_caller import HeadlessCaller
+from gateway.loadtest.prompt import FRAME_SAMPLES, encode_pcm
+from gateway.rtc import ice
+from tests.support import REPO_ROOT
 
-from gateway.agent_api import AgentAudio, AgentEvent, Modality  # noqa: E402
-from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ  # noqa: E402
-from gateway.rtc import ice, peer_connection  # noqa: E402
-from gateway.rtc.receive_path import JITTER_BUFFER_ATTR  # noqa: E402
-
-RATE_HZ = 48_000
-FRAME_SAMPLES = 960
 MiB = 1 << 20
 
 
-def _pattern_frames() -> list[np.ndarray[Any, Any]]:
-    """0.5 s of 300 Hz tone then 0.5 s of silence, as 20 ms mono s16 frames."""
-    t = np.arange(RATE_HZ // 2) / RATE_HZ
-    tone = (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
-    pcm = np.concatenate([tone, np.zeros(RATE_HZ // 2, dtype="<i2")])
-    return [pcm[i : i + FRAME_SAMPLES].reshape(1, -1) for i in range(0, len(pcm), FRAME_SAMPLES)]
+def _pattern_payloads() -> list[bytes]:
+    """0.5 s of 300 Hz tone then 0.5 s of silence, as 20 ms Opus payloads (a caller
+    loops it: the encoding is done once, not per caller)."""
+    pcm = tone(0.5, WEBRTC_RATE_HZ, 300.0, 6000) + bytes(WEBRTC_RATE_HZ)  # + 0.5 s quiet
+    return encode_pcm(np.frombuffer(pcm, dtype="<i2"))[: len(pcm) // 2 // FRAME_SAMPLES]
 
 
-PATTERN = _pattern_frames()
-
-
-class LoopingMicTrack(MediaStreamTrack):
-    """A caller's microphone: the tone/silence pattern, looped, paced in real time."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._start: float | None = None
-        self._index = 0
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._index * FRAME_SAMPLES / RATE_HZ
-        if (wait := due - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
-        frame = av.AudioFrame.from_ndarray(
-            PATTERN[self._index % len(PATTERN)], format="s16", layout="mono"
-        )
-        frame.sample_rate = RATE_HZ
-        frame.pts = self._index * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, RATE_HZ)
-        self._index += 1
-        return frame
-
-
-class _CountingTap:
-    """In place of the caller receiver's jitter buffer: counts packets, decodes nothing."""
-
-    def __init__(self) -> None:
-        self.packets = 0
-
-    def add(self, packet: object) -> tuple[bool, None]:
-        self.packets += 1
-        return False, None
+PATTERN = _pattern_payloads()
 
 
 @dataclass
 class Caller:
-    pc: RTCPeerConnection = field(
-        default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    )
-    tap: _CountingTap = field(default_factory=_CountingTap)
-    location: str | None = None
+    """A caller looping the pattern; its receiver only counts packets (no decoding)."""
+
+    packets: int = 0
+    caller: HeadlessCaller = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.caller = HeadlessCaller(packet_listener=self._count)
+        self.caller.mic.loop(PATTERN)
+
+    def _count(self, _: object) -> None:
+        self.packets += 1
 
     async def connect(self, http: aiohttp.ClientSession, base: str) -> None:
-        self.pc.addTrack(LoopingMicTrack())
-        self.pc.createDataChannel("events")
-        setattr(self.pc.getTransceivers()[0].receiver, JITTER_BUFFER_ATTR, self.tap)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with http.post(
-            f"{base}/calls",
-            data=self.pc.localDescription.sdp,
-            headers={"Content-Type": "application/sdp"},
-        ) as response:
-            if response.status != 201:
-                raise RuntimeError(f"offer refused: {response.status} {await response.text()}")
-            self.location = response.headers["Location"]
-            answer = await response.text()
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        async with asyncio.timeout(15):
-            while self.pc.connectionState != "connected":
-                await asyncio.sleep(0.05)
+        dialed = await self.caller.dial(http, base)
+        if dialed.status != 201:
+            raise RuntimeError(f"offer refused: {dialed.status} {dialed.body}")
+        await self.caller.wait_connected(15)
 
     async def close(self, http: aiohttp.ClientSession, base: str) -> None:
-        if self.location is not None:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.delete(f"{base}{self.location}"):
-                    pass
-        await peer_connection.close_quietly(self.pc)
+        await self.caller.hang_up(http, base)
+        await self.caller.close()
 
 
 def free_port() -> int:
@@ -176,10 +115,10 @@ async def gateway_process(
         args = [*python, "-m", "bench.memory", "serve", "--agent", agent, "--port", str(port)]
         if traced:
             args.append("--tracemalloc")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     for key in [k for k in env if k.startswith(("GOOGLE_", "GATEWAY_"))]:
         del env[key]
-    process = subprocess.Popen(args, cwd=ROOT, env=env)
+    process = subprocess.Popen(args, cwd=REPO_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -254,9 +193,7 @@ async def measure(
                     await asyncio.gather(*(c.connect(http, base) for c in batch))
                 await asyncio.sleep(settle_s)
                 reading = await read_rss(http, base)
-                reading["packets_in_per_caller"] = (
-                    min(c.tap.packets for c in callers) if callers else 0
-                )
+                reading["packets_in_per_caller"] = min(c.packets for c in callers) if callers else 0
                 points.append(reading)
                 print(
                     f"{agent}: {reading['calls']:>3} calls  rss {reading['rss_bytes'] / MiB:7.1f}"

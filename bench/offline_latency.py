@@ -22,30 +22,26 @@ import argparse
 import asyncio
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from aiohttp.test_utils import TestClient, TestServer
+from google.adk.sessions import InMemorySessionService
+from google.genai import types
+from pocketsphinx import Decoder
 
-import numpy as np  # noqa: E402
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
-from google.adk.sessions import InMemorySessionService  # noqa: E402
-from google.genai import types  # noqa: E402
-from pocketsphinx import Decoder  # noqa: E402
-
-from gateway.agent_bridge import AdkAgentConnector  # noqa: E402
-from gateway.agents.default import build_default_agent  # noqa: E402
-from gateway.app import create_app  # noqa: E402
-from gateway.config import load_settings  # noqa: E402
-from gateway.models.local_live.recognizer import decoder_config, recognize_open  # noqa: E402
-from gateway.models.local_live.synthesizer import EspeakLibrary  # noqa: E402
-from gateway.rtc import ice  # noqa: E402
-from tests.local_live.caller import ListeningCaller, TimedPlayerTrack  # noqa: E402
-from tests.local_live.live import live_call  # noqa: E402
-from tests.local_live.speech import recording  # noqa: E402
+from gateway.agent_bridge import AdkAgentConnector
+from gateway.agents.default import build_default_agent
+from gateway.app import create_app
+from gateway.config import load_settings
+from gateway.models.local_live.recognizer import decoder_config, recognize_open
+from gateway.models.local_live.synthesizer import EspeakLibrary
+from gateway.rtc import ice
+from tests.support.adk_live import live_call
+from tests.support.peers import call_gateway, listening_caller
+from tests.support.speech import recording
 
 QUESTION = "what time is it now"
 LOUD_RMS = 300.0
@@ -72,29 +68,23 @@ HEARD: list[str] = []
 
 
 async def one_gateway_run(client: TestClient, question: bytes) -> float:  # type: ignore[type-arg]
-    caller = ListeningCaller()
+    caller = listening_caller()
     try:
-        response = await client.post(
-            "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
-        )
-        assert response.status == 201, await response.text()
-        await caller.accept(await response.text())
+        location = await call_gateway(client, caller)
         await caller.wait_connected()
         await caller.wait_message(type="session")
         await asyncio.sleep(0.5)
-        caller.mic.play(question)
-        await caller.wait_message(type="turn_complete", timeout=20)
+        caller.mic.play_pcm(question)
+        await caller.wait_message(type="turn_complete", limit_s=20)
         user = await caller.wait_message(type="transcript", role="user", final=True)
         HEARD.append(user["text"])
-        mic = caller.mic
-        assert isinstance(mic, TimedPlayerTrack)
-        ended = mic.last_voiced_at(LOUD_RMS)
+        ended = caller.mic.last_voiced_at(LOUD_RMS)
         assert ended is not None
         first = next(f.at for f in caller.frames if f.at > ended and f.rms >= LOUD_RMS)
         turn_end = MARKS.first("end of turn", after=ended - 0.5)
         reply = MARKS.first("first reply audio", after=turn_end)
         BREAKDOWN.append((turn_end - ended, reply - turn_end, first - reply))
-        await client.delete(response.headers["Location"])
+        await client.delete(location)
         return first - ended
     finally:
         await caller.close()

@@ -31,7 +31,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+
 FRAME_MS = 20.0
 
 
@@ -66,7 +67,7 @@ def stats(port: int, path: str = "/stats") -> dict[str, float]:
 
 def start_gateway(code: Path, agent: str, port: int, loop: str) -> subprocess.Popen[str]:
     # `python -m` puts the working directory first on sys.path: run in the code tree.
-    env = {**os.environ, "PYTHONPATH": f"{code.resolve()}:{HERE}"}
+    env = {**os.environ, "PYTHONPATH": f"{code.resolve()}:{REPO_ROOT}"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -156,7 +157,7 @@ def one_run(
     callers = subprocess.Popen(
         [sys.executable, "-m", "bench.load_callers", "--url", f"http://127.0.0.1:{port}",
          "--calls", str(args.calls), "--seconds", str(seconds), "--ramp", str(args.ramp)],
-        cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)},
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     summary = ""

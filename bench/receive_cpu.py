@@ -8,7 +8,8 @@ loop when the consumer asks). CPU is process time, all threads included.
 
     python -m bench.receive_cpu --packets 5000
 
-Benchmark only: it calls the receiver's private `_handle_rtp_packet` to inject
+Benchmark only: it calls the receiver's private packet handler (through the seam,
+`gateway.rtc._aiortc.inject_rtp_packet`) to inject
 packets, which no test or gateway code does.
 """
 
@@ -26,21 +27,20 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 from aiortc.rtp import RtpPacket
 
-from gateway.rtc import ice
+from gateway.audio.formats import WEBRTC_FRAME_SAMPLES, WEBRTC_RATE_HZ
+from gateway.rtc import _aiortc, ice
 from gateway.rtc.receive_path import caller_audio_track, remote_codecs
-
-FRAME_SAMPLES = 960
 
 
 def opus_payloads(count: int) -> list[bytes]:
     encoder = OpusEncoder()
-    t = np.arange(FRAME_SAMPLES) / 48_000
+    t = np.arange(WEBRTC_FRAME_SAMPLES) / WEBRTC_RATE_HZ
     payloads = []
     for i in range(count):
         pcm = (6000 * np.sin(2 * np.pi * (300 + i % 7 * 50) * t)).astype("<i2")
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts = 48_000, i * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, 48_000)
+        frame.sample_rate, frame.pts = WEBRTC_RATE_HZ, i * WEBRTC_FRAME_SAMPLES
+        frame.time_base = fractions.Fraction(1, WEBRTC_RATE_HZ)
         payloads.append(encoder.encode(frame)[0][0])
     return payloads
 
@@ -66,11 +66,11 @@ async def run(ours: bool, payloads: list[bytes]) -> tuple[float, float]:
             packet = RtpPacket(
                 payload_type=pt,
                 sequence_number=seq % 65536,
-                timestamp=seq * FRAME_SAMPLES,
+                timestamp=seq * WEBRTC_FRAME_SAMPLES,
                 ssrc=1234,
                 payload=payload,
             )
-            await receiver._handle_rtp_packet(packet, arrival_time_ms=seq * 20)
+            await _aiortc.inject_rtp_packet(receiver, packet, arrival_ms=seq * 20)
             if seq >= 5:  # stock holds back 4-5 packets; take one frame per packet after
                 await asyncio.wait_for(tracks[0].recv(), 5)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0

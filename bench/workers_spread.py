@@ -19,16 +19,13 @@ import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from gateway.rtc import ice
-from tests.peers import CallerPeer, tone_pcm
-
-ROOT = Path(__file__).resolve().parent.parent
-SDP = {"Content-Type": "application/sdp"}
+from tests.support import REPO_ROOT
+from tests.support.peers import HeadlessCaller, tone_pcm
 
 
 def _free_port() -> int:
@@ -51,9 +48,9 @@ async def measure(workers: int, calls: int, window_s: float) -> dict[str, Any]:
         sys.executable, "-m", "gateway", "--port", str(port), "--workers", str(workers),
         "--agent", "gateway.agents.scripted:root_agent", "--session-url", "memory://",
         "--ice-addresses", "127.0.0.1", "--log-level", "WARNING",
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        cwd=REPO_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    callers: list[CallerPeer] = []
+    callers: list[HeadlessCaller] = []
     try:
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(60):
@@ -63,16 +60,13 @@ async def measure(workers: int, calls: int, window_s: float) -> dict[str, Any]:
                             if (await response.json())["workers"] == workers:
                                 break
                     await asyncio.sleep(0.2)
-            callers = [CallerPeer() for _ in range(calls)]
+            callers = [HeadlessCaller() for _ in range(calls)]
             for caller in callers:
-                async with http.post(
-                    f"{base}/calls", data=await caller.offer(), headers=SDP
-                ) as response:
-                    assert response.status == 201, await response.text()
-                    await caller.accept(await response.text())
+                dialed = await caller.dial(http, base)
+                assert dialed.status == 201, dialed.body
             await asyncio.gather(*(c.wait_connected(30) for c in callers))
             for caller in callers:  # below the scripted agent's voice threshold
-                caller.mic.play(tone_pcm(window_s + 30, amplitude=200))
+                caller.mic.play_pcm(tone_pcm(window_s + 30, amplitude=200))
             await asyncio.sleep(2.0)
             before, frames_before = await _stats(http, base), [len(c.frames) for c in callers]
             started = time.monotonic()

@@ -19,8 +19,8 @@ from typing import Any
 
 from gateway.agent_api import AgentAudio, AgentError, AgentInterrupted, Modality, Transcript
 from gateway.audio.formats import AGENT_INPUT_RATE_HZ
-from tests.fakes import FakeAgentConnector, agent_tone
-from tests.peers import CallerPeer, call_gateway, live_call, rms, tone_pcm
+from tests.support.fakes import FakeAgentConnector, agent_tone
+from tests.support.peers import HeadlessCaller, call_gateway, live_call, rms, tone_pcm
 
 SILENCE_RMS = 50.0
 
@@ -38,7 +38,7 @@ async def test_voice_call_round_trip(start_gateway: Callable[..., Any]) -> None:
         assert session["mode"] == "audio"
 
         # Caller speaks 1 s of tone: the agent gets ~1 s of loud 16 kHz PCM in 40 ms chunks.
-        caller.mic.play(tone_pcm(1.0))
+        caller.mic.play_pcm(tone_pcm(1.0))
         agent = connector.last
         async with asyncio.timeout(5):
             while len(agent.audio) < 2 * AGENT_INPUT_RATE_HZ * 1.0:
@@ -178,7 +178,7 @@ async def test_caller_without_data_channel_still_talks(start_gateway: Callable[.
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
     async with live_call(client, with_channel=False) as (caller, location):
-        caller.mic.play(tone_pcm(0.5))
+        caller.mic.play_pcm(tone_pcm(0.5))
         connector.last.emit(Transcript("user", "hi", True))  # nowhere to go: not an error
         connector.last.emit(AgentAudio(agent_tone(0.5)))
         await asyncio.sleep(1.0)
@@ -204,7 +204,7 @@ async def test_text_mode_and_session_continuation(start_gateway: Callable[..., A
 async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     try:
         response = await client.post(
             "/offer", json={"sdp": await caller.offer(), "type": "offer", "mode": "text"}
@@ -249,7 +249,7 @@ async def test_hang_up_while_connecting(start_gateway: Callable[..., Any]) -> No
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
     for _ in range(3):
-        caller = CallerPeer()
+        caller = HeadlessCaller()
         try:
             location = await call_gateway(client, caller)
             assert (await client.delete(location)).status == 204
@@ -261,7 +261,7 @@ async def test_call_whose_media_never_connects_is_ended(start_gateway: Callable[
     """An offer whose caller never completes ICE is released after the setup timeout."""
     connector = FakeAgentConnector()
     client = await start_gateway(connector, call_setup_timeout_s=1.0)
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     try:
         response = await client.post(
             "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}

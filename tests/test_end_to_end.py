@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,9 +25,8 @@ from google.adk.sessions import InMemorySessionService
 
 import gateway.models.scripted  # noqa: F401
 from gateway.agent_bridge import AdkAgentConnector
-from tests.peers import CallerPeer, live_call, tone_pcm
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
 
 @pytest.fixture
@@ -45,7 +43,7 @@ async def test_speech_in_agent_audio_out(
     client = await start_gateway(adk_connector)
     async with live_call(client) as (caller, location):
         await caller.wait_message(type="session")
-        caller.mic.play(tone_pcm(0.8))
+        caller.mic.play_pcm(tone_pcm(0.8))
         user = await caller.wait_message(type="transcript", role="user", final=True)
         assert "speech" in user["text"]
         heard_from = len(caller.frames)
@@ -68,7 +66,7 @@ async def test_barge_in_through_the_stack(
         async with asyncio.timeout(10):
             while sum(f.rms > 1000 for f in caller.frames[-10:]) < 8:
                 await asyncio.sleep(0.05)
-        caller.mic.play(tone_pcm(0.3))
+        caller.mic.play_pcm(tone_pcm(0.3))
         await caller.wait_message(type="interrupted")
         cut_at = caller.frames[-1].at
         # The model answers the barge-in itself ~0.5 s later: until then, silence.
@@ -91,12 +89,12 @@ async def test_python_m_gateway_serves_calls() -> None:
     env = {**os.environ, "GATEWAY_ICE_ADDRESSES": "127.0.0.1", "GATEWAY_PORT": str(port)}
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway", "--agent", "gateway.agents.default:root_agent"],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
             async with asyncio.timeout(60):
@@ -116,7 +114,7 @@ async def test_python_m_gateway_serves_calls() -> None:
             await caller.wait_connected()
             await caller.wait_channel_open()
             caller.send({"type": "text", "text": "hello"})
-            await caller.wait_message(type="turn_complete", timeout=20)
+            await caller.wait_message(type="turn_complete", limit_s=20)
             assert sum(f.rms > 1000 for f in caller.frames) >= 20
             async with http.delete(location) as response:
                 assert response.status == 204

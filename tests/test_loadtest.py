@@ -36,8 +36,7 @@ from gateway.loadtest import LoadTestConfig, LoadTestConfigError, format_table, 
 from gateway.loadtest.listener import GAP_S, AgentAudioMonitor
 from gateway.loadtest.prompt import encode_pcm, encode_prompt
 from gateway.loadtest.stalls import LoopStalls
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
 
 
 @pytest.fixture
@@ -132,7 +131,7 @@ async def test_calls_past_max_calls_are_refused(
 async def run_cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.loadtest", *args,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(45):
         out, err = await process.communicate()
@@ -240,11 +239,11 @@ def test_monitor_counts_missing_sequence_numbers() -> None:
 
 
 def test_shipped_prompt_is_package_data() -> None:
-    with av.open(str(ROOT / "gateway" / "loadtest" / "prompt.wav")) as container:
+    with av.open(str(REPO_ROOT / "gateway" / "loadtest" / "prompt.wav")) as container:
         stream = container.streams.audio[0]
         assert stream.codec_context.sample_rate in (16_000, 48_000)
         assert stream.codec_context.channels == 1
-    assert "prompt.wav" in (ROOT / "setup.cfg").read_text()
+    assert "prompt.wav" in (REPO_ROOT / "setup.cfg").read_text()
 
 
 def test_gaps_during_the_testers_own_stalls_are_told_apart() -> None:

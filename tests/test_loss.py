@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netem.loss_call import FRAME_MS, LossRun, run_loss_call
-from tests.netem.relay import Impairment
+from tests.support.netem.loss_call import FRAME_MS, LossRun, run_loss_call
+from tests.support.netem.relay import Impairment
 
 JITTER = {"delay_s": 0.04, "jitter_s": 0.02}
 

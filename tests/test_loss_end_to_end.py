@@ -21,11 +21,12 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway.audio.formats import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES
-from tests.fakes import FakeAgentConnector
-from tests.netem.loss_call import FRAME_MS, ToneTrack, frame_steps
-from tests.netem.relay import Impairment
-from tests.netem.relay_thread import RelayThread
-from tests.netem.sdp import route_via
+from gateway.loadtest.source_track import add_source_track
+from tests.support.fakes import FakeAgentConnector
+from tests.support.netem.loss_call import FRAME_MS, ToneTrack, frame_steps
+from tests.support.netem.relay import Impairment
+from tests.support.netem.relay_thread import RelayThread
+from tests.support.netem.sdp import route_via
 
 FRAMES = 200
 CODES_HZ = tuple(400.0 + 200.0 * i for i in range(16))
@@ -43,7 +44,7 @@ async def call_through(
     caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tone = ToneTrack(FRAMES, CODES_HZ)
     try:
-        caller.addTransceiver(tone, direction="sendrecv")
+        add_source_track(caller, tone, "sendrecv")
         await caller.setLocalDescription(await caller.createOffer())
         offer, relay.caller_addr = route_via(caller.localDescription.sdp, relay.gateway_side)
         response = await client.post(

@@ -24,8 +24,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.rtc.opus_encoder import silence_payload
-from tests.fakes import agent_tone
-from tests.peers import rms
+from tests.support.fakes import agent_tone
+from tests.support.peers import rms
 
 
 def decoded_rms(packets: list[av.Packet]) -> list[float]:

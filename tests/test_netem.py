@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.netem.loss_call import frame_steps
-from tests.netem.relay import Impairment, UdpRelay, is_rtp
+from tests.support.netem.loss_call import frame_steps
+from tests.support.netem.relay import Impairment, UdpRelay, is_rtp
 
 
 class Endpoint(asyncio.DatagramProtocol):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.netem.loss_call import FRAME_MS
-from tests.netem.netns import namespace_exists, veth_namespace
-from tests.netem.ns_call import run_netns_loss_call
-from tests.netem.relay import Impairment
+from tests.support.netem.loss_call import FRAME_MS
+from tests.support.netem.netns import namespace_exists, veth_namespace
+from tests.support.netem.ns_call import run_netns_loss_call
+from tests.support.netem.relay import Impairment
 
 
 class Boom(Exception):

@@ -34,6 +34,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
 
+from gateway.loadtest.source_track import add_source_track
 from gateway.rtc._aiortc import JITTER_BUFFER_ATTR
 from gateway.rtc.receive_path import (
     LossTolerantAudioTrack,
@@ -42,7 +43,7 @@ from gateway.rtc.receive_path import (
     install_receive_path,
 )
 from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
-from tests.netem.loss_call import FRAME_SAMPLES, ToneTrack
+from tests.support.netem.loss_call import FRAME_SAMPLES, ToneTrack
 
 
 def pkt(seq: int, ts: int | None = None) -> BufferedPacket:
@@ -214,7 +215,7 @@ async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> N
     callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tone = ToneTrack(frames)
     try:
-        caller.addTransceiver(tone, direction="sendonly")
+        add_source_track(caller, tone, "sendonly")
         await caller.setLocalDescription(await caller.createOffer())
         offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
         tracks: list[MediaStreamTrack] = []

@@ -67,7 +67,7 @@ async def test_installing_refuses_clearly_when_the_seam_is_gone() -> None:
     callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         receiver = await _offered_receiver(caller, callee)
-        _aiortc.stock_jitter_buffer(receiver)  # there while aiortc is as we know it
+        _aiortc.ensure_tappable(receiver)  # there while aiortc is as we know it
         delattr(receiver, _aiortc.JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
         with pytest.raises(_aiortc.ReceivePathUnavailable):
             _aiortc.tap_packets(receiver, lambda _: None)

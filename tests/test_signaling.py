@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.fakes import FakeAgentConnector
-from tests.peers import CallerPeer
+from tests.support.fakes import FakeAgentConnector
+from tests.support.peers import HeadlessCaller
 
 SDP = {"Content-Type": "application/sdp"}
 
 
 @pytest.fixture
 async def valid_offer() -> str:
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     try:
         return await caller.offer()
     finally:
@@ -145,7 +145,7 @@ async def test_query_validation_and_unknown_ids(
 
 async def test_at_capacity_is_503_with_retry_after(start_gateway: Callable[..., Any]) -> None:
     client: TestClient[Any, Any] = await start_gateway(FakeAgentConnector(), max_calls=1)
-    first, second = CallerPeer(), CallerPeer()
+    first, second = HeadlessCaller(), HeadlessCaller()
     try:
         response = await client.post("/calls", data=await first.offer(), headers=SDP)
         assert response.status == 201

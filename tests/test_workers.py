@@ -32,11 +32,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.peers import CallerPeer, tone_pcm
+from tests.support import REPO_ROOT
+from tests.support.peers import HeadlessCaller, tone_pcm
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPTED = "gateway.agents.scripted:root_agent"
 SDP = {"Content-Type": "application/sdp"}
 SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
@@ -86,7 +86,7 @@ async def run_gateway(tmp_path: Path, *args: str, workers: int = 2) -> AsyncIter
             sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
             "--ice-addresses", "127.0.0.1", "--agent", SCRIPTED, "--session-url", "memory://",
             "--workers", str(workers), *args,
-            cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
         )  # fmt: skip
     finally:
         os.close(out)
@@ -128,7 +128,9 @@ async def via_worker(base: str, pid: int, *, other: bool = False) -> AsyncIterat
     raise AssertionError(f"no connection reached {'a worker other than ' if other else ''}{pid}")
 
 
-async def place_call(http: aiohttp.ClientSession, base: str, caller: CallerPeer) -> tuple[str, int]:
+async def place_call(
+    http: aiohttp.ClientSession, base: str, caller: HeadlessCaller
+) -> tuple[str, int]:
     """POST the caller's offer; its Location and the pid of the worker that owns it."""
     async with http.post(f"{base}/calls", data=await caller.offer(), headers=SDP) as response:
         assert response.status == 201, await response.text()
@@ -136,12 +138,12 @@ async def place_call(http: aiohttp.ClientSession, base: str, caller: CallerPeer)
         return response.headers["Location"], int(response.headers["X-Gateway-Worker"])
 
 
-async def assert_answered(caller: CallerPeer) -> None:
+async def assert_answered(caller: HeadlessCaller) -> None:
     """Speech in, the scripted agent's 1.5 s tone out, heard by the caller."""
-    await caller.wait_message(type="session", timeout=20)
+    await caller.wait_message(type="session", limit_s=20)
     heard_from = len(caller.frames)
-    caller.mic.play(tone_pcm(0.8))
-    await caller.wait_message(type="transcript", role="user", final=True, timeout=20)
+    caller.mic.play_pcm(tone_pcm(0.8))
+    await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
     async with asyncio.timeout(20):
         while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
             await asyncio.sleep(0.1)
@@ -152,7 +154,7 @@ def call_id(worker: int) -> str:
     return base64.urlsafe_b64encode(worker.to_bytes(2, "big") + secrets.token_bytes(16)).decode()
 
 
-async def close_all(callers: list[CallerPeer]) -> None:
+async def close_all(callers: list[HeadlessCaller]) -> None:
     await asyncio.gather(*(c.close() for c in callers))
 
 
@@ -160,7 +162,7 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
     async with run_gateway(tmp_path) as gateway, aiohttp.ClientSession() as http:
         pids = await gateway.worker_pids()
         assert len(pids) == 2
-        callers = [CallerPeer() for _ in range(8)]
+        callers = [HeadlessCaller() for _ in range(8)]
         try:
             placed = await asyncio.gather(*(place_call(http, gateway.base, c) for c in callers))
             owners = Counter(pid for _, pid in placed)
@@ -208,7 +210,7 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
 async def test_full_gateway_refuses_and_keeps_its_calls(tmp_path: Path) -> None:
     async with run_gateway(tmp_path, "--max-calls", "2") as gateway, aiohttp.ClientSession() as h:
         pids = await gateway.worker_pids()
-        callers = [CallerPeer() for _ in range(3)]
+        callers = [HeadlessCaller() for _ in range(3)]
         try:
             placed = [await place_call(h, gateway.base, c) for c in callers[:2]]
             assert {pid for _, pid in placed} == pids  # one call per worker's share
@@ -239,7 +241,7 @@ async def test_full_gateway_refuses_and_keeps_its_calls(tmp_path: Path) -> None:
 async def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway, aiohttp.ClientSession() as http:
         pids = await gateway.worker_pids()
-        caller = CallerPeer()
+        caller = HeadlessCaller()
         try:
             await place_call(http, gateway.base, caller)
             await caller.wait_connected(20)
@@ -308,7 +310,7 @@ async def test_start_up_errors_stop_with_one_line(args: list[str], reason: str) 
             sys.executable, "-m", "gateway", "--workers", "2", "--host", "127.0.0.1",
             "--port", str(free_port()), "--session-url", "memory://",
             *(a.format(taken=port) for a in args),
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         async with asyncio.timeout(60):
             output = (await process.communicate())[0].decode()

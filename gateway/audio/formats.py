@@ -25,6 +25,10 @@ def samples_per_frame(rate_hz: int, ptime_s: float = PTIME_S) -> int:
     return round(rate_hz * ptime_s)
 
 
+#: One 20 ms frame on the caller's side: 960 samples at 48 kHz (the RTP clock's step).
+WEBRTC_FRAME_SAMPLES = samples_per_frame(WEBRTC_RATE_HZ)
+
+
 def pcm_duration_s(pcm: bytes | bytearray | memoryview, rate_hz: int) -> float:
     """Duration of mono s16 PCM at `rate_hz`."""
     return len(pcm) / (SAMPLE_BYTES * rate_hz)

@@ -79,6 +79,12 @@ class Call:
         self._hangup_reason: str | None = None
         self._connection_changed = asyncio.Event()
 
+    @property
+    def peer_connection(self) -> RTCPeerConnection | None:
+        """The call's peer connection while it runs, for instrumentation (benchmarks);
+        None before. The call alone negotiates and closes it."""
+        return self._pc
+
     def start(self) -> None:
         """Start the call's task: negotiation, then the call until it ends."""
         self._task = asyncio.create_task(self._run(), name=self.call_id)

@@ -79,18 +79,19 @@ class CallManager:
         return answer
 
     async def add_candidates(self, call_id: str, sdpfrag: str) -> None:
-        await self._get(call_id).add_candidates(sdpfrag)
+        await self.get(call_id).add_candidates(sdpfrag)
 
     async def hang_up(self, call_id: str) -> None:
         """End a call and wait (bounded) until it has released everything."""
-        await self._get(call_id).hang_up("caller hung up")
+        await self.get(call_id).hang_up("caller hung up")
 
     async def close(self) -> None:
         """Hang up every call (gateway shutdown), bounded in time."""
         calls = list(self._calls.values())
         await asyncio.gather(*(call.hang_up("gateway shutting down") for call in calls))
 
-    def _get(self, call_id: str) -> Call:
+    def get(self, call_id: str) -> Call:
+        """The live call `call_id`; `UnknownCall` if there is none."""
         call = self._calls.get(call_id)
         if call is None:
             raise UnknownCall("no such call")

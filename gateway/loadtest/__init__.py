@@ -6,10 +6,12 @@ hears. See docs/loadtest.md. Library use:
 
     report = await run_load_test(LoadTestConfig(url="http://127.0.0.1:8080", calls=10))
 
-Modules: `config` (options), `prompt` (WAV to Opus, once per process), `outbound`
-(pre-encoded paced packets), `listener` (per-packet tap: gaps, agent audio),
-`caller` (one call), `worker` (callers in one process), `server_stats` (`GET
-/stats`), `report` (summary, table), `runner` (coordinator), `cli`.
+Modules: `config` (options), `prompt` (WAV to Opus, once per process),
+`source_track` (pre-encoded packets, paced), `headless_caller` (one WebRTC caller,
+also what the project's tests and benchmarks call with), `listener` (per-packet
+measurements: gaps, agent audio), `conversation` (one load-test call), `worker`
+(callers in one process), `server_stats` (`GET /stats`), `report` (summary,
+table), `runner` (coordinator), `cli`.
 """
 
 from gateway.loadtest.config import LoadTestConfig, LoadTestConfigError

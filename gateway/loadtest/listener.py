@@ -1,9 +1,9 @@
 """What a load-test caller hears, measured per packet as it arrives.
 
 A caller must cost the tester little, so aiortc's audio jitter buffer and decoder
-thread are bypassed: the receiver's jitter buffer is swapped (per receiver, the seam
-`gateway.rtc.receive_path` uses and tests) for a tap that timestamps each RTP packet and
-decodes only packets big enough to carry sound. libopus encodes digital silence in
+thread are bypassed: the caller's receiver is tapped (`HeadlessCaller`'s
+`packet_listener`, through the receive path's seam) and `on_packet` timestamps each
+RTP packet and decodes only packets big enough to carry sound. libopus encodes digital silence in
 a few bytes (3 at aiortc's settings), so most of the agent's silence costs no
 decoding at all; an audible packet costs one mono decode (~28 µs here).
 
@@ -21,11 +21,10 @@ from collections.abc import Callable
 
 import av
 import numpy as np
-from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from av.audio.codeccontext import AudioCodecContext
 
-from gateway.rtc.receive_path import tap_packets
+from gateway.audio.formats import WEBRTC_RATE_HZ
 
 #: Consecutive packets further apart than this are a gap (two 20 ms frame times).
 GAP_S = 0.040
@@ -115,7 +114,7 @@ class AgentAudioMonitor:
             self._decoder = av.CodecContext.create("libopus", "r")
             self._decoder.format = "s16"
             self._decoder.layout = "mono"
-            self._decoder.sample_rate = 48_000
+            self._decoder.sample_rate = WEBRTC_RATE_HZ
         try:
             frames = self._decoder.decode(av.Packet(payload))
         except av.FFmpegError:
@@ -154,8 +153,3 @@ class AgentAudioMonitor:
 def _first_at_or_after(times: list[float], after: float) -> float | None:
     index = bisect.bisect_left(times, after)  # times only grow: the list is sorted
     return times[index] if index < len(times) else None
-
-
-def tap_receiver(receiver: RTCRtpReceiver, monitor: AgentAudioMonitor) -> None:
-    """Route an audio receiver's packets to `monitor` instead of aiortc's decoder."""
-    tap_packets(receiver, monitor.on_packet)

@@ -1,16 +1,18 @@
-"""The caller's prompt, encoded to Opus once per process.
+"""A caller's voice as Opus payloads: the prompt encoded once per process, and the
+streaming encoder for any other PCM a caller plays.
 
 A load tester that encodes Opus per caller spends its CPU on codec work the server
 never sees and then lags, which shows up as false gaps. So the WAV prompt is
 resampled to 48 kHz mono and encoded once into 20 ms Opus payloads; every caller
 sends the same bytes (plus one encoded silence payload between prompts).
 
-Imports PyAV and numpy; nothing from aiortc or the gateway.
+Imports PyAV, numpy and the gateway's audio formats; nothing from aiortc.
 """
 
 from __future__ import annotations
 
 import fractions
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,9 +20,17 @@ from pathlib import Path
 import av
 import numpy as np
 
-RATE_HZ = 48_000
-FRAME_SAMPLES = 960
-FRAME_S = FRAME_SAMPLES / RATE_HZ
+from gateway.audio.formats import (
+    PTIME_S,
+    SAMPLE_BYTES,
+    WEBRTC_FRAME_SAMPLES,
+    WEBRTC_RATE_HZ,
+)
+
+RATE_HZ = WEBRTC_RATE_HZ
+FRAME_SAMPLES = WEBRTC_FRAME_SAMPLES
+FRAME_S = PTIME_S
+FRAME_BYTES = FRAME_SAMPLES * SAMPLE_BYTES
 #: Opus bit rate for the prompt: speech-grade mono; the server decodes any rate.
 BIT_RATE = 32_000
 #: Shortest and longest prompt accepted: the agent needs speech to answer; a prompt
@@ -76,27 +86,52 @@ def read_pcm(path: Path) -> np.ndarray:
     return pcm.astype("<i2")
 
 
+class OpusFrameEncoder:
+    """Streaming encoder of a caller's voice: 20 ms frames of 48 kHz mono s16 in, one
+    Opus payload each out (speech-grade `voip` at `BIT_RATE`). The encoder holds
+    ~6.5 ms of look-ahead: a frame's payload ends a little before the frame does,
+    and one more frame (silence will do) lets the tail out. At `BIT_RATE` libopus
+    codes speech in its SILK/hybrid modes; at 64 kbit/s and above it switches to CELT,
+    which keeps tones and abrupt changes intact (what test signals need)."""
+
+    def __init__(self, bit_rate: int = BIT_RATE) -> None:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bit_rate
+        codec.format = "s16"
+        codec.layout = "mono"
+        codec.sample_rate = RATE_HZ
+        codec.time_base = fractions.Fraction(1, RATE_HZ)
+        codec.options = {"application": "voip"}
+        self._codec = codec
+        self._pts = 0
+
+    def encode(self, pcm: bytes) -> list[bytes]:
+        """Payloads for `pcm` (whole frames; a partial last frame is zero-padded)."""
+        samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_BYTES)
+        padded = np.zeros(-(-len(samples) // FRAME_SAMPLES) * FRAME_SAMPLES, dtype="<i2")
+        padded[: len(samples)] = samples
+        payloads: list[bytes] = []
+        for index in range(len(padded) // FRAME_SAMPLES):
+            frame_samples = padded[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+            frame = av.AudioFrame.from_ndarray(
+                frame_samples.reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate = RATE_HZ
+            frame.pts = self._pts
+            frame.time_base = self._codec.time_base
+            self._pts += FRAME_SAMPLES
+            payloads.extend(bytes(p) for p in self._codec.encode(frame))
+        return payloads
+
+    def flush(self) -> list[bytes]:
+        """What the encoder still holds, at the end of a stream."""
+        return [bytes(p) for p in self._codec.encode(None)]
+
+
 def encode_pcm(pcm: np.ndarray) -> list[bytes]:
     """48 kHz mono s16 samples to 20 ms Opus payloads (the last frame zero-padded)."""
-    codec = av.CodecContext.create("libopus", "w")
-    codec.bit_rate = BIT_RATE
-    codec.format = "s16"
-    codec.layout = "mono"
-    codec.sample_rate = RATE_HZ
-    codec.time_base = fractions.Fraction(1, RATE_HZ)
-    codec.options = {"application": "voip"}
-    padded = np.zeros(-(-len(pcm) // FRAME_SAMPLES) * FRAME_SAMPLES, dtype="<i2")
-    padded[: len(pcm)] = pcm
-    payloads: list[bytes] = []
-    for index in range(len(padded) // FRAME_SAMPLES):
-        samples = padded[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE_HZ
-        frame.pts = index * FRAME_SAMPLES
-        frame.time_base = codec.time_base
-        payloads.extend(bytes(p) for p in codec.encode(frame))
-    payloads.extend(bytes(p) for p in codec.encode(None))
-    return payloads
+    encoder = OpusFrameEncoder()
+    return encoder.encode(pcm.astype("<i2").tobytes()) + encoder.flush()
 
 
 def encode_prompt(path: Path | None = None) -> EncodedPrompt:
@@ -105,5 +140,10 @@ def encode_prompt(path: Path | None = None) -> EncodedPrompt:
     # The encoder's look-ahead adds a frame; keep one payload per input frame.
     frames = -(-len(pcm) // FRAME_SAMPLES)
     payloads = encode_pcm(pcm)[:frames]
-    silence = encode_pcm(np.zeros(FRAME_SAMPLES * 8, dtype="<i2"))[4]
-    return EncodedPrompt(payloads=tuple(payloads), silence=silence)
+    return EncodedPrompt(payloads=tuple(payloads), silence=silence_payload())
+
+
+@functools.cache
+def silence_payload() -> bytes:
+    """One 20 ms payload of digital silence, from an encoder past its start-up."""
+    return encode_pcm(np.zeros(FRAME_SAMPLES * 8, dtype="<i2"))[4]

@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
-from gateway.loadtest.caller import CallSession
 from gateway.loadtest.config import LoadTestConfig
+from gateway.loadtest.conversation import LoadTestCall
 from gateway.loadtest.prompt import EncodedPrompt, encode_prompt
 from gateway.loadtest.results import CallOutcome, CallResult, WorkerProgress
 from gateway.loadtest.stalls import LoopStalls
@@ -45,7 +45,7 @@ class Worker:
         self._indices = indices
         self._config = config
         self._prompt = prompt
-        self._live: dict[int, CallSession] = {}
+        self._live: dict[int, LoadTestCall] = {}
         self._totals = WorkerProgress(worker=worker)
         self.stalls = LoopStalls()
         self._reported: dict[int, int] = {}  # reply latencies already in a progress line
@@ -94,7 +94,7 @@ class Worker:
 
     async def _call(self, http: aiohttp.ClientSession, index: int, t0: float) -> None:
         await asyncio.sleep(max(0.0, t0 + index / self._config.rate - time.monotonic()))
-        session = CallSession(index, self._config, self._prompt, self.stalls)
+        session = LoadTestCall(index, self._config, self._prompt, self.stalls)
         self._live[index] = session
         self._totals.started += 1
         try:

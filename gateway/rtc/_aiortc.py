@@ -8,8 +8,9 @@ one of these is caught by the test run, not by a caller.
 1. The receiver's jitter buffer (`RTCRtpReceiver.__jitter_buffer`, name-mangled): the
    one place between "RTP packet accepted" (after SRTP, RTCP and SSRC checks) and
    "frame decoded". `tap_packets` swaps it, per receiver, for a tap handing every
-   packet to a sink (our loss-tolerant receive path, the load tester's listener, the
-   benchmarks). aiortc uses it only as `add(packet) -> (pli_flag, frame)`.
+   packet to a sink (our loss-tolerant receive path, the load tester's listener);
+   `observe_packets` wraps it to time packets (benchmarks). aiortc uses it only as
+   `add(packet) -> (pli_flag, frame)`.
 2. The ICE transport's aioice connection (`RTCIceTransport._connection`), to stop an
    aioice task that outlives `close()` (see `rtc/_aioice.py`).
 3. The receiver's packet handler (`RTCRtpReceiver._handle_rtp_packet`), for
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
@@ -68,19 +70,26 @@ def tap_packets(receiver: RTCRtpReceiver, sink: Callable[[RtpPacket], None]) -> 
     setattr(receiver, JITTER_BUFFER_ATTR, _PacketTap(sink))
 
 
-def stock_jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer:
-    """The receiver's own jitter buffer (benchmarks that wrap it instead of replacing it)."""
-    buffer = getattr(receiver, JITTER_BUFFER_ATTR, None)
-    if not isinstance(buffer, JitterBuffer):
-        raise ReceivePathUnavailable("the receiver's jitter buffer is not aiortc's")
-    return buffer
+class _ObservingTap:
+    """Stands in for whatever consumes the receiver's packets, showing each to an
+    observer first."""
+
+    def __init__(self, inner: Any, observer: Callable[[RtpPacket], None]) -> None:
+        self.inner = inner
+        self.observer = observer
+
+    def add(self, packet: RtpPacket) -> Any:
+        self.observer(packet)
+        return self.inner.add(packet)
 
 
-def replace_jitter_buffer(receiver: RTCRtpReceiver, buffer: object) -> None:
-    """Put `buffer` (anything with `add(packet) -> (pli_flag, frame | None)`) in place
-    of the receiver's jitter buffer (benchmarks that record and forward)."""
-    stock_jitter_buffer(receiver)
-    setattr(receiver, JITTER_BUFFER_ATTR, buffer)
+def observe_packets(receiver: RTCRtpReceiver, observer: Callable[[RtpPacket], None]) -> None:
+    """Show every packet the receiver accepts to `observer`, then pass it on to what
+    consumes it now (aiortc's jitter buffer or a tap): benchmarks that time packets."""
+    current = getattr(receiver, JITTER_BUFFER_ATTR, None)
+    if not callable(getattr(current, "add", None)):
+        raise ReceivePathUnavailable(f"aiortc's RTCRtpReceiver has no {JITTER_BUFFER_ATTR}")
+    setattr(receiver, JITTER_BUFFER_ATTR, _ObservingTap(current, observer))
 
 
 def ice_connections(pc: RTCPeerConnection) -> list[object]:

@@ -40,12 +40,13 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
+from gateway.audio.formats import WEBRTC_RATE_HZ
 from gateway.rtc._aiortc import ReceivePathUnavailable, ensure_tappable, tap_packets
 from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer, ReorderStats
 
 logger = logging.getLogger(__name__)
 
-OPUS_RATE_HZ = 48_000
+OPUS_RATE_HZ = WEBRTC_RATE_HZ  # Opus always decodes at 48 kHz (RFC 7587)
 OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE_HZ)
 #: How long held packets wait for a missing one when no packet follows (the end of a
 #: talk spurt); while packets flow, a hole is skipped after 3 later packets instead.

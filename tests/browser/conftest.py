@@ -28,9 +28,9 @@ from gateway.agent_api import AgentConnector
 from gateway.app import build_adk_connector, create_app
 from gateway.config import load_settings
 from tests.browser import cdp
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts" / "browser"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
 SEED_CLIENT = Path(__file__).resolve().parent / "seed_client"
 QUESTION = "what time is it now"
 

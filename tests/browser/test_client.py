@@ -40,7 +40,7 @@ from gateway.agent_api import (
 )
 from tests.browser import cdp
 from tests.browser.conftest import GatewayStarter
-from tests.fakes import FakeAgentConnector, agent_tone
+from tests.support.fakes import FakeAgentConnector, agent_tone
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 

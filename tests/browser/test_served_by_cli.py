@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from tests.browser import cdp
-from tests.browser.conftest import ROOT
 from tests.browser.test_client import CONNECTION, assert_voice_conversation, open_client
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 STARTUP_TIMEOUT_S = 30.0
@@ -38,7 +38,7 @@ async def cli_gateway() -> AsyncIterator[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
         "--ice-addresses", "127.0.0.1", "--agent", "gateway.agents.default:root_agent",
-        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

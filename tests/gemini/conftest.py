@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_api_double import LiveApiDouble, SelfSignedCert, make_self_signed_cert
+from tests.support.live_api_double import LiveApiDouble, SelfSignedCert, make_self_signed_cert
 
 GOOD_KEY = "test-key-good"
 LIVE_MODEL = "gemini-live-2.5-flash-preview"

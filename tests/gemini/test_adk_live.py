@@ -24,8 +24,8 @@ from google.adk.sessions import InMemorySessionService
 from google.genai import errors, types
 
 from tests.gemini.conftest import LIVE_MODEL
-from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.live_api_double.audio import stamped_chunk, stamped_seqs
+from tests.support.live_api_double import LiveApiDouble, LiveConnection
+from tests.support.live_api_double.audio import stamped_chunk, stamped_seqs
 
 
 @contextlib.asynccontextmanager

@@ -32,8 +32,8 @@ from gateway.adk.live_config import LiveSettings
 from gateway.agent_api import AgentError, AgentEvent, Modality
 from gateway.agent_bridge import AdkAgentConnector, AdkAgentSession
 from tests.gemini.conftest import LIVE_MODEL
-from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.live_api_double.audio import stamped_chunk, stamped_seqs
+from tests.support.live_api_double import LiveApiDouble, LiveConnection
+from tests.support.live_api_double.audio import stamped_chunk, stamped_seqs
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from google.adk.sessions import InMemorySessionService
 from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
 from tests.gemini.conftest import LIVE_MODEL
-from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.peers import CallerPeer, live_call, tone_pcm
+from tests.support.live_api_double import LiveApiDouble, LiveConnection
+from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
 
 @pytest.fixture
@@ -55,20 +55,22 @@ def silent_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-async def wait_count(caller: CallerPeer, count: int, timeout: float = 10.0, **match: Any) -> None:
+async def wait_count(
+    caller: HeadlessCaller, count: int, timeout: float = 10.0, **match: Any
+) -> None:
     async with asyncio.timeout(timeout):
         while sum(all(m.get(k) == v for k, v in match.items()) for m in caller.messages) < count:
             await asyncio.sleep(0.02)
 
 
-def loud_frames_since(caller: CallerPeer, start: float) -> int:
+def loud_frames_since(caller: HeadlessCaller, start: float) -> int:
     return sum(f.rms > 1000 for f in caller.frames if f.at >= start)
 
 
-async def speak_and_hear_reply(caller: CallerPeer, turns_done: int) -> int:
+async def speak_and_hear_reply(caller: HeadlessCaller, turns_done: int) -> int:
     """Say something; wait for the answer's turn_complete; loud frames heard meanwhile."""
     started = time.monotonic()
-    caller.mic.play(tone_pcm(0.6))
+    caller.mic.play_pcm(tone_pcm(0.6))
     await wait_count(caller, turns_done + 1, type="turn_complete")
     await asyncio.sleep(0.3)  # the paced track plays out the answer's tail
     return loud_frames_since(caller, started)
@@ -116,7 +118,7 @@ async def test_call_survives_an_abrupt_drop_mid_reply(
     async with live_call(client) as (caller, _):
         assert await speak_and_hear_reply(caller, 0) >= 20
         cut_started = time.monotonic()
-        caller.mic.play(tone_pcm(0.6))
+        caller.mic.play_pcm(tone_pcm(0.6))
         second = await gemini_env.wait_connections(3)
         assert loud_frames_since(caller, cut_started) >= 5  # part of the cut answer
         assert await speak_and_hear_reply(caller, 1) >= 20  # the conversation goes on
@@ -159,7 +161,7 @@ async def test_upstream_refusal_is_a_503_before_the_answer(
     live = LiveSettings(model=model, connect_timeout_s=1.5)
     connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="t", live=live)
     client = await start_gateway(connector)
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     started = time.monotonic()
     try:
         response = await client.post(
@@ -199,8 +201,8 @@ async def test_refused_reconnect_ends_the_call_with_an_error_event(
     client = await start_gateway(gemini_connector)
     async with live_call(client) as (caller, _):
         await caller.wait_channel_open()
-        caller.mic.play(tone_pcm(0.6))
-        error = await caller.wait_message(type="error", timeout=10)
+        caller.mic.play_pcm(tone_pcm(0.6))
+        error = await caller.wait_message(type="error", limit_s=10)
     assert error["code"] == "agent_unavailable"
     assert error["fatal"] is True
     assert "invalid API key" in error["message"]

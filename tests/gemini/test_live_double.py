@@ -17,8 +17,8 @@ from google import genai
 from google.genai import errors, types
 
 from tests.gemini.conftest import GOOD_KEY, LIVE_MODEL
-from tests.live_api_double import LiveApiDouble, LiveConnection
-from tests.live_api_double.audio import rms
+from tests.support.live_api_double import LiveApiDouble, LiveConnection
+from tests.support.live_api_double.audio import rms
 
 
 def _client(double: LiveApiDouble, key: str = GOOD_KEY, version: str = "v1alpha") -> genai.Client:

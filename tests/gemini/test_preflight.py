@@ -18,7 +18,7 @@ from google.adk.models.google_llm import Gemini
 
 from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
 from tests.gemini.conftest import LIVE_MODEL
-from tests.live_api_double import LiveApiDouble
+from tests.support.live_api_double import LiveApiDouble
 
 
 @pytest.fixture

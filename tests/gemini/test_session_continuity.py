@@ -28,10 +28,10 @@ import asyncpg
 import pytest
 
 from tests.gemini.conftest import GOOD_KEY, LIVE_MODEL
-from tests.live_api_double import LiveApiDouble
-from tests.peers import CallerPeer
+from tests.support import REPO_ROOT
+from tests.support.live_api_double import LiveApiDouble
+from tests.support.peers import HeadlessCaller
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
@@ -75,7 +75,13 @@ async def gateway_process(
     }
     with log.open("ab") as output:
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", cwd=ROOT, env=environ, stdout=output, stderr=output
+            sys.executable,
+            "-m",
+            "gateway",
+            cwd=REPO_ROOT,
+            env=environ,
+            stdout=output,
+            stderr=output,
         )
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
@@ -101,7 +107,7 @@ async def _wait_healthy(http: aiohttp.ClientSession, server: asyncio.subprocess.
 
 async def text_call(http: aiohttp.ClientSession, text: str, session_id: str | None) -> str:
     """One call: say `text` on the data channel, wait for the answer, hang up."""
-    caller = CallerPeer()
+    caller = HeadlessCaller()
     query = f"?session_id={session_id}" if session_id else ""
     try:
         async with http.post(
@@ -114,7 +120,7 @@ async def text_call(http: aiohttp.ClientSession, text: str, session_id: str | No
         await caller.wait_connected()
         await caller.wait_channel_open()
         caller.send({"type": "text", "text": text})
-        await caller.wait_message(type="turn_complete", timeout=15)
+        await caller.wait_message(type="turn_complete", limit_s=15)
         async with http.delete(location) as response:
             assert response.status == 204
     finally:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -37,7 +36,7 @@ async def test_bad_settings_stop_start_up(env: dict[str, str], reason: str) -> N
         sys.executable,
         "-m",
         "gateway",
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         env=environ,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -24,7 +24,7 @@ from gateway.models.local_live.endpointer import (
     SpeechStarted,
     TurnEnded,
 )
-from tests.local_live.speech import recording
+from tests.support.speech import recording
 
 RATE = 16_000
 

@@ -22,11 +22,11 @@ from google.adk.sessions import InMemorySessionService
 
 from gateway.agent_bridge import AdkAgentConnector
 from gateway.agents.default import build_default_agent
-from tests.local_live.caller import ListeningCaller
-from tests.local_live.speech import hour_heard, hour_word, recording, voiced_s
-from tests.peers import call_gateway
+from gateway.audio.formats import WEBRTC_RATE_HZ
+from tests.support.peers import call_gateway, listening_caller
+from tests.support.speech import hour_heard, hour_word, recording, voiced_s
 
-RATE = 48_000
+RATE = WEBRTC_RATE_HZ
 
 
 @pytest.fixture
@@ -41,16 +41,16 @@ async def test_caller_asks_the_time_and_hears_it(
     connector: AdkAgentConnector, start_gateway: Callable[..., Any], tmp_path: Path
 ) -> None:
     client = await start_gateway(connector)
-    caller = ListeningCaller()
+    caller = listening_caller()
     try:
         location = await call_gateway(client, caller)
         await caller.wait_connected()
         await caller.wait_message(type="session")
         before = datetime.now()
-        caller.mic.play(recording(tmp_path, "what time is it now", rate_hz=RATE))
-        user = await caller.wait_message(type="transcript", role="user", final=True, timeout=15)
+        caller.mic.play_pcm(recording(tmp_path, "what time is it now", rate_hz=RATE))
+        user = await caller.wait_message(type="transcript", role="user", final=True, limit_s=15)
         assert "time" in user["text"]
-        await caller.wait_message(type="turn_complete", timeout=15)
+        await caller.wait_message(type="turn_complete", limit_s=15)
         after = datetime.now()
         await asyncio.sleep(0.3)  # the answer's last frames are still on the wire
         reply = caller.audio_after(caller.message_time(user))
@@ -67,7 +67,7 @@ async def test_typed_question_in_text_mode(
     connector: AdkAgentConnector, start_gateway: Callable[..., Any]
 ) -> None:
     client = await start_gateway(connector)
-    caller = ListeningCaller()
+    caller = listening_caller()
     try:
         location = await call_gateway(client, caller, "?mode=text")
         await caller.wait_connected()
@@ -75,7 +75,7 @@ async def test_typed_question_in_text_mode(
         await caller.wait_message(type="session", mode="text")
         before = datetime.now()
         caller.send({"type": "text", "text": "What time is it?"})
-        answer = await caller.wait_message(type="text", final=True, timeout=15)
+        answer = await caller.wait_message(type="text", final=True, limit_s=15)
         after = datetime.now()
         hours = {f"It is {t.hour % 12 or 12}:" for t in (before, after)}
         assert any(answer["text"].startswith(h) for h in hours), answer["text"]
@@ -89,7 +89,7 @@ async def test_barge_in_silences_the_answer_within_100_ms(
     connector: AdkAgentConnector, start_gateway: Callable[..., Any], tmp_path: Path
 ) -> None:
     client = await start_gateway(connector)
-    caller = ListeningCaller()
+    caller = listening_caller()
     stop = recording(tmp_path, "stop", rate_hz=RATE)
     try:
         location = await call_gateway(client, caller)
@@ -101,7 +101,7 @@ async def test_barge_in_silences_the_answer_within_100_ms(
         async with asyncio.timeout(10):  # the answer is playing
             while sum(f.rms > 300 for f in caller.frames[-10:]) < 5:
                 await asyncio.sleep(0.02)
-        caller.mic.play(stop)
+        caller.mic.play_pcm(stop)
         interrupted = await caller.wait_message(type="interrupted")
         cut_at = caller.message_time(interrupted)
         heard = await caller.wait_message(type="transcript", role="user", final=True)

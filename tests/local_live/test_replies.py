@@ -29,7 +29,7 @@ from gateway.models.local_live.replies import (
     spoken_result,
     tool_words,
 )
-from tests.local_live.speech import recording
+from tests.support.speech import recording
 
 TIME = ToolSpec("get_current_time", "Returns the current local time and date.")
 WEATHER = ToolSpec("getWeather", "Returns the weather forecast for today.")

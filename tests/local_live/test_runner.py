@@ -29,13 +29,13 @@ from google.genai import types
 from gateway.agents.default import build_default_agent
 from gateway.audio.formats import AGENT_OUTPUT_MIME
 from gateway.models.local_live import LocalLiveModel
-from tests.local_live.live import (
+from tests.support.adk_live import (
     function_calls,
     function_responses,
     is_user_final,
     live_call,
 )
-from tests.local_live.speech import hour_heard, hour_word, recording, voiced_s
+from tests.support.speech import hour_heard, hour_word, recording, voiced_s
 
 
 @pytest.fixture

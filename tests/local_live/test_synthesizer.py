@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from gateway.models.local_live.synthesizer import EspeakCommand, EspeakLibrary, SpeechSynthesizer
-from tests.local_live.speech import hour_heard, voiced_s
+from tests.support.speech import hour_heard, voiced_s
 
 RATE = 24_000
 SENTENCE = "It is 7:05 PM."

@@ -2,7 +2,7 @@
 blackouts, all from a seeded random generator so a run can be repeated exactly.
 
 The kernel here has no netem. Two aiortc peers are made to talk through the relay by
-rewriting the one loopback host candidate in each SDP (`tests/netem/sdp.py`):
+rewriting the one loopback host candidate in each SDP (`tests/support/netem/sdp.py`):
 
     caller  <->  [caller_side socket | relay | gateway_side socket]  <->  gateway
 
@@ -29,9 +29,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from gateway.audio.formats import WEBRTC_RATE_HZ
+
 LOOPBACK = "127.0.0.1"
 MAX_PENDING = 2048
-RTP_CLOCK_HZ = 48_000
+RTP_CLOCK_HZ = WEBRTC_RATE_HZ
 Addr = tuple[str, int]
 
 

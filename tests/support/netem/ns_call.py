@@ -2,7 +2,7 @@
 
 The caller runs here, in the test's namespace, with ICE on the host end of a veth
 pair (`netns.py`). The receiving peer runs in a child process inside the namespace
-(`python -m tests.netem.ns_call`), behind the seeded relay (`relay.py`, jitter only)
+(`python -m tests.support.netem.ns_call`), behind the seeded relay (`relay.py`, jitter only)
 bound to the namespace's veth address. RTP crossing the veth into the namespace is
 dropped at random by the namespace's nftables input rule, so loss happens in the
 kernel, before the relay sees the packet. The two processes exchange SDP and
@@ -16,20 +16,27 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from gateway.loadtest.source_track import add_source_track
 from gateway.rtc import ice
 from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
-from tests.netem.loss_call import SETTLE_S, FrameLog, LossRun, ToneTrack, rtp_count, summarise
-from tests.netem.netns import VethLink
-from tests.netem.relay import Impairment
-from tests.netem.relay_thread import RelayThread
-from tests.netem.sdp import route_via
+from tests.support import REPO_ROOT
+from tests.support.netem.loss_call import (
+    SETTLE_S,
+    FrameLog,
+    LossRun,
+    ToneTrack,
+    rtp_count,
+    summarise,
+)
+from tests.support.netem.netns import VethLink
+from tests.support.netem.relay import Impairment
+from tests.support.netem.relay_thread import RelayThread
+from tests.support.netem.sdp import route_via
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT_S = 30.0
 
 
@@ -53,14 +60,14 @@ async def run_netns_loss_call(
 ) -> LossRun:
     """Caller here, receiver in `link.namespace`; `jitter` applies inside (its loss 0)."""
     proc = await asyncio.create_subprocess_exec(
-        *link.exec_prefix(), sys.executable, "-m", "tests.netem.ns_call",
+        *link.exec_prefix(), sys.executable, "-m", "tests.support.netem.ns_call",
         cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     tone = ToneTrack(frames)
     try:
         with ice.host_addresses_restricted([link.host_ip]):
             caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            caller.addTransceiver(tone, direction="sendonly")
+            add_source_track(caller, tone, "sendonly")
             await caller.setLocalDescription(await caller.createOffer())
         async with asyncio.timeout(CHILD_TIMEOUT_S):
             await _send(proc, {"offer": caller.localDescription.sdp, "ours": ours,

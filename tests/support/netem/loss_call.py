@@ -11,62 +11,40 @@ the receiver accepted, by its own `getStats`) with what reached the consumer
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from dataclasses import dataclass, field
 
-import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
+from gateway.audio.formats import PTIME_S, WEBRTC_FRAME_SAMPLES, WEBRTC_RATE_HZ
+from gateway.audio.pcm import tone as tone_pcm
+from gateway.loadtest.headless_caller import frames_of
+from gateway.loadtest.source_track import PacedSourceTrack, add_source_track
 from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
-from tests.netem.relay import Impairment
-from tests.netem.relay_thread import RelayThread
-from tests.netem.sdp import route_via
-from tests.peers import frames_of
+from tests.support.netem.relay import Impairment
+from tests.support.netem.relay_thread import RelayThread
+from tests.support.netem.sdp import route_via
 
-RATE_HZ = 48_000
-FRAME_SAMPLES = 960
-FRAME_MS = 20.0
+RATE_HZ = WEBRTC_RATE_HZ
+FRAME_SAMPLES = WEBRTC_FRAME_SAMPLES
+FRAME_MS = PTIME_S * 1000
 SETTLE_S = 0.3  # after the link drains: hold time (60 ms) plus decoding, with margin
 
 
-class ToneTrack(MediaStreamTrack):
-    """`frames` paced 20 ms frames of a 300 Hz tone at 48 kHz mono, then the end.
+class ToneTrack(PacedSourceTrack):
+    """`frames` paced 20 ms frames of a 300 Hz tone at 48 kHz mono, then the end
+    (`finished` is set). Send it with `add_source_track` (its payloads are Opus).
 
     Frame i is a tone of `freqs_hz[i % len(freqs_hz)]`, so a listener that sees only
     PCM can still tell which frames arrived (`frame_steps`)."""
 
-    kind = "audio"
-
     def __init__(self, frames: int, freqs_hz: tuple[float, ...] = (300.0,)) -> None:
-        super().__init__()
-        self._frames = frames
-        self._sent = 0
-        self._start: float | None = None
-        t = np.arange(FRAME_SAMPLES) / RATE_HZ
-        self._pcm = [
-            (6000 * np.sin(2 * np.pi * f * t)).astype("<i2").reshape(1, -1) for f in freqs_hz
-        ]
-        self.finished = asyncio.Event()
-
-    async def recv(self) -> av.AudioFrame:
-        if self._sent >= self._frames:
-            self.finished.set()
-            self.stop()
-            raise MediaStreamError
-        self._start = self._start or time.monotonic()
-        wait = self._start + self._sent * FRAME_MS / 1000 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        pcm = self._pcm[self._sent % len(self._pcm)]
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = RATE_HZ
-        frame.pts = self._sent * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, RATE_HZ)
-        self._sent += 1
-        return frame
+        super().__init__(end_when_drained=True)
+        pcm = b"".join(
+            tone_pcm(PTIME_S, RATE_HZ, freqs_hz[i % len(freqs_hz)], 6000) for i in range(frames)
+        )
+        self.play_pcm(pcm)
 
 
 @dataclass(slots=True)
@@ -139,7 +117,7 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
     log = FrameLog()
     consumer: asyncio.Task[None] | None = None
     try:
-        caller.addTransceiver(tone, direction="sendonly")
+        add_source_track(caller, tone, "sendonly")
         await caller.setLocalDescription(await caller.createOffer())
         offer, relay.caller_addr = route_via(caller.localDescription.sdp, relay.gateway_side)
         tracks: list[MediaStreamTrack] = []

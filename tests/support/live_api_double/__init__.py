@@ -9,8 +9,8 @@ refuse a bad API key or an unknown model the way the real service does.
 Imports only the standard library, `websockets`, `numpy` and `cryptography`.
 """
 
-from tests.live_api_double.certs import SelfSignedCert, make_self_signed_cert
-from tests.live_api_double.server import (
+from tests.support.live_api_double.certs import SelfSignedCert, make_self_signed_cert
+from tests.support.live_api_double.server import (
     BAD_KEY_CLOSE,
     LiveApiDouble,
     LiveConnection,

@@ -36,9 +36,9 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 
-from tests.live_api_double.audio import OUTPUT_MIME, OUTPUT_RATE_HZ, EnergyVad, tone
-from tests.live_api_double.certs import SelfSignedCert
-from tests.live_api_double.wire import (
+from tests.support.live_api_double.audio import OUTPUT_MIME, OUTPUT_RATE_HZ, EnergyVad, tone
+from tests.support.live_api_double.certs import SelfSignedCert
+from tests.support.live_api_double.wire import (
     BAD_KEY_CLOSE,
     DEFAULT_MODELS,
     PATHS,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.netem.relay import LOOPBACK, Addr, DirectionLog, Impairment, UdpRelay
+from tests.support.netem.relay import LOOPBACK, Addr, DirectionLog, Impairment, UdpRelay
 
 CLEAN = Impairment()
 

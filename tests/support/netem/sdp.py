@@ -8,7 +8,7 @@ returns the real address, which the relay needs to forward to.
 
 from __future__ import annotations
 
-from tests.netem.relay import Addr
+from tests.support.netem.relay import Addr
 
 
 def host_candidate(sdp: str) -> Addr:
