@@ -57,7 +57,9 @@ class Listener:
 
     arrivals: list[float] = field(default_factory=list)
     voiced: int = 0
-    decoder: av.CodecContext = field(default_factory=lambda: av.CodecContext.create("libopus", "r"))
+    decoder: av.AudioCodecContext = field(
+        default_factory=lambda: av.AudioCodecContext.create("libopus", "r")
+    )
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.arrivals.append(time.monotonic())

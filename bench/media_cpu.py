@@ -35,8 +35,8 @@ async def outbound(frames: int) -> float:
     from aiortc.rtp import compute_audio_level_dbov
     from av.frame import Frame
 
-    from bench.gateway_under_test import tone
-    from gateway.audio.formats import WEBRTC_RATE_HZ
+    from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ, WEBRTC_RATE_HZ
+    from gateway.audio.pcm import tone
     from gateway.media_tracks import AgentAudioTrack
 
     track = AgentAudioTrack()
@@ -49,7 +49,7 @@ async def outbound(frames: int) -> float:
         mimeType="audio/opus", clockRate=WEBRTC_RATE_HZ, channels=2, payloadType=111
     )
     encoder = get_encoder(codec)
-    reply = tone(1.5)
+    reply = tone(1.5, AGENT_OUTPUT_RATE_HZ)
     cpu = time.process_time()
     for i in range(frames):
         if i % 175 == 0:  # every 3.5 s
@@ -70,8 +70,14 @@ async def inbound(frames: int) -> float:
     from aiortc.rtp import RtpPacket
 
     from bench.load_callers import prompt_packets
-    from gateway.audio.formats import WEBRTC_FRAME_SAMPLES, WEBRTC_RATE_HZ
-    from gateway.media_tracks import pump_caller_audio
+    from gateway.audio.formats import (
+        AGENT_INPUT_RATE_HZ,
+        SAMPLE_BYTES,
+        WEBRTC_FRAME_SAMPLES,
+        WEBRTC_RATE_HZ,
+        samples_per_frame,
+    )
+    from gateway.media_tracks import IN_CHUNK_BYTES, pump_caller_audio
     from gateway.rtc.receive_path import LossTolerantAudioTrack
 
     class Idle(MediaStreamTrack):
@@ -102,7 +108,8 @@ async def inbound(frames: int) -> float:
     elapsed = time.process_time() - cpu
     track.stop()
     await pump
-    assert len(chunks) >= frames - 2, len(chunks)
+    frames_per_chunk = IN_CHUNK_BYTES // (samples_per_frame(AGENT_INPUT_RATE_HZ) * SAMPLE_BYTES)
+    assert len(chunks) >= frames // frames_per_chunk - 2, len(chunks)
     return elapsed / frames * 1e6
 
 

@@ -95,7 +95,7 @@ async def gateway_runs(runs: int, question: bytes) -> list[float]:
     settings = load_settings({"ice_addresses": "127.0.0.1"}, environ={})
     connector = AdkAgentConnector(
         build_default_agent(environ={}),
-        InMemorySessionService(),  # type: ignore[no-untyped-call]
+        InMemorySessionService(),
         app_name="bench",
     )
     client = TestClient(TestServer(create_app(settings, connector)))

@@ -61,6 +61,7 @@ async def run(ours: bool, payloads: list[bytes]) -> tuple[float, float]:
         receiver = transceiver.receiver
         await receiver.receive(RTCRtpReceiveParameters(codecs=codecs))
         pt = codecs[0].payloadType
+        assert pt is not None
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for seq, payload in enumerate(payloads):
             packet = RtpPacket(

@@ -38,7 +38,7 @@ from gateway.errors import UnknownSession
 @pytest.fixture
 async def connector() -> AsyncIterator[AdkAgentConnector]:
     agent = Agent(name="test_agent", model="scripted-live", instruction="Be brief.")
-    bridge = AdkAgentConnector(agent, InMemorySessionService(), app_name="tests")  # type: ignore[no-untyped-call]
+    bridge = AdkAgentConnector(agent, InMemorySessionService(), app_name="tests")
     yield bridge
     await bridge.close()
 

@@ -32,7 +32,7 @@ from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 @pytest.fixture
 async def adk_connector() -> AsyncIterator[AdkAgentConnector]:
     agent = Agent(name="e2e_agent", model="scripted-live", instruction="Be brief.")
-    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="e2e")  # type: ignore[no-untyped-call]
+    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="e2e")
     yield connector
     await connector.close()
 
@@ -133,7 +133,7 @@ async def test_scripted_agent_module_serves_through_the_runner(
     """The benchmarks' `--agent gateway.agents.scripted:root_agent` answers a text turn."""
     from gateway.agents.scripted import root_agent
 
-    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="bench")  # type: ignore[no-untyped-call]
+    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="bench")
     client = await start_gateway(connector)
     async with live_call(client, query="?mode=text") as (caller, _):
         await caller.wait_channel_open()
@@ -155,7 +155,7 @@ async def test_start_up_objects_are_kept_from_the_garbage_collector() -> None:
     from gateway.app import add_adk_lifecycle, create_app
     from tests.conftest import gateway_settings
 
-    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="gc")  # type: ignore[no-untyped-call]
+    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="gc")
     app = create_app(gateway_settings(), connector)
     add_adk_lifecycle(app, connector)
     gc.unfreeze()

@@ -41,7 +41,7 @@ from tests.support import REPO_ROOT
 
 @pytest.fixture
 async def scripted_connector() -> AsyncIterator[AdkAgentConnector]:
-    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="loadtest")  # type: ignore[no-untyped-call]
+    connector = AdkAgentConnector(root_agent, InMemorySessionService(), app_name="loadtest")
     yield connector
     await connector.close()
 

@@ -11,12 +11,14 @@ Pins down, for two real aiortc peers talking through the seeded loopback relay w
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.netem.loss_call import FRAME_MS, LossRun, run_loss_call
 from tests.support.netem.relay import Impairment
 
-JITTER = {"delay_s": 0.04, "jitter_s": 0.02}
+JITTER: dict[str, Any] = {"delay_s": 0.04, "jitter_s": 0.02}
 
 
 def assert_loss_tolerant(run: LossRun) -> None:

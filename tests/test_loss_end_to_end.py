@@ -31,7 +31,7 @@ from tests.support.netem.sdp import route_via
 FRAMES = 200
 CODES_HZ = tuple(400.0 + 200.0 * i for i in range(16))
 AGENT_FRAME_BYTES = round(AGENT_INPUT_RATE_HZ * FRAME_MS / 1000) * SAMPLE_BYTES
-JITTER = {"delay_s": 0.04, "jitter_s": 0.02}
+JITTER: dict[str, Any] = {"delay_s": 0.04, "jitter_s": 0.02}
 
 
 async def call_through(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -28,7 +29,7 @@ from tests.support.fakes import agent_tone
 from tests.support.peers import rms
 
 
-def decoded_rms(packets: list[av.Packet]) -> list[float]:
+def decoded_rms(packets: list[av.Packet[Any]]) -> list[float]:
     """Each packet's energy as the caller's decoder hears it (48 kHz stereo s16)."""
     decoder = av.CodecContext.create("libopus", "r")
     decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", 48_000

@@ -173,7 +173,7 @@ def test_any_arrival_pattern_keeps_order_counts_and_bounds() -> None:
     `max_reorder_packets` + 1 held, and nothing left once the hold expires."""
     rng = random.Random(5)
     for _ in range(300):
-        buffer, now, out = ReorderBuffer(max_hold_s=0.06), 0.0, []
+        buffer, now, out = ReorderBuffer(max_hold_s=0.06), 0.0, list[int]()
         base = rng.randrange(1 << 16)
         for _ in range(rng.randrange(1, 60)):
             now += rng.choice((0.0, 0.02, 0.1))
@@ -226,10 +226,12 @@ async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> N
         await callee.setLocalDescription(await callee.createAnswer())
         answer = RTCSessionDescription(callee.localDescription.sdp, "answer")
         await caller.setRemoteDescription(answer)
-        received = []
+        received: list[av.AudioFrame] = []
         async with asyncio.timeout(10):
             while len(received) < frames:
-                received.append(await track.recv())
+                frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                received.append(frame)
         stats = (await transceiver.receiver.getStats()).values()
         inbound = [s for s in stats if s.type == "inbound-rtp"]
         assert inbound[0].packetsReceived == frames

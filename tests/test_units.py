@@ -91,6 +91,7 @@ def test_settings_from_environment_and_overrides() -> None:
 def test_ice_servers_only_from_configuration() -> None:
     assert ice.rtc_configuration([]).iceServers == []
     servers = ice.rtc_configuration(["stun:stun.example:3478", "turn:u:p@turn.example:3478"])
+    assert servers.iceServers is not None
     assert [s.urls for s in servers.iceServers] == [
         "stun:stun.example:3478",
         "turn:turn.example:3478",

@@ -42,7 +42,7 @@ from gateway.agent_api import (
 from gateway.errors import AgentUnavailable, GatewayError, UnknownSession
 from gateway.websocket_transport import WebSocketTransport, add_websocket_routes
 
-CONNECTOR_KEY = web.AppKey("connector", AgentConnector)  # type: ignore[type-abstract]
+CONNECTOR_KEY = web.AppKey("connector", AgentConnector)
 AGENT_PCM = bytes(range(256)) * 30  # 7,680 bytes: 160 ms at 24 kHz
 
 

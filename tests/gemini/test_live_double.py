@@ -16,9 +16,9 @@ import websockets
 from google import genai
 from google.genai import errors, types
 
+from gateway.audio.pcm import rms
 from tests.gemini.conftest import GOOD_KEY, LIVE_MODEL
 from tests.support.live_api_double import LiveApiDouble, LiveConnection
-from tests.support.live_api_double.audio import rms
 
 
 def _client(double: LiveApiDouble, key: str = GOOD_KEY, version: str = "v1alpha") -> genai.Client:

@@ -22,7 +22,7 @@ from gateway.agents.tools import get_current_time, spoken_time
 
 def tool_names(environ: dict[str, str]) -> set[str]:
     agent = build_default_agent(environ=environ)
-    return {getattr(t, "name", None) or getattr(t, "__name__", "") for t in agent.tools}
+    return {str(getattr(t, "name", None) or getattr(t, "__name__", "")) for t in agent.tools}
 
 
 def test_offline_without_credentials(caplog: pytest.LogCaptureFixture) -> None:

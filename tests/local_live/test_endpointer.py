@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ
 from gateway.models.local_live.endpointer import (
     FRAME_S,
     Endpointer,
@@ -26,7 +27,7 @@ from gateway.models.local_live.endpointer import (
 )
 from tests.support.speech import recording
 
-RATE = 16_000
+RATE = AGENT_INPUT_RATE_HZ
 
 
 def silence(seconds: float) -> bytes:
@@ -37,7 +38,8 @@ def voiced(seconds: float, f0_hz: float = 140.0, amplitude: float = 6000.0) -> b
     """A vowel-like burst: a fundamental with decaying harmonics."""
     t = np.arange(int(seconds * RATE)) / RATE
     wave = sum(np.sin(2 * np.pi * f0_hz * k * t) / k for k in range(1, 25))
-    return (amplitude * wave / np.max(np.abs(wave))).astype("<i2").tobytes()
+    pcm: bytes = (amplitude * wave / np.max(np.abs(wave))).astype("<i2").tobytes()
+    return pcm
 
 
 def noise(seconds: float, rms: float) -> bytes:

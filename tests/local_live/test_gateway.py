@@ -32,7 +32,7 @@ RATE = WEBRTC_RATE_HZ
 @pytest.fixture
 async def connector() -> AsyncIterator[AdkAgentConnector]:
     agent = build_default_agent(environ={})
-    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="offline")  # type: ignore[no-untyped-call]
+    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="offline")
     yield connector
     await connector.close()
 

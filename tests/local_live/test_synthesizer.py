@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 
+from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ
 from gateway.models.local_live.synthesizer import EspeakCommand, EspeakLibrary, SpeechSynthesizer
 from tests.support.speech import hour_heard, voiced_s
 
-RATE = 24_000
+RATE = AGENT_OUTPUT_RATE_HZ
 SENTENCE = "It is 7:05 PM."
 
 

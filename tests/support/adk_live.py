@@ -20,8 +20,10 @@ from google.adk.runners import Runner
 from google.adk.sessions import InMemorySessionService
 from google.genai import types
 
+from gateway.audio.formats import AGENT_INPUT_MIME, AGENT_INPUT_RATE_HZ
+
 CHUNK_S = 0.02
-RATE = 16_000
+RATE = AGENT_INPUT_RATE_HZ
 
 
 @dataclass
@@ -50,7 +52,7 @@ class LiveCall:
             due = start + i * CHUNK_S
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             self.queue.send_realtime(
-                types.Blob(data=audio[offset : offset + step], mime_type="audio/pcm;rate=16000")
+                types.Blob(data=audio[offset : offset + step], mime_type=AGENT_INPUT_MIME)
             )
         return ended
 
@@ -75,7 +77,7 @@ def run_config(modality: types.Modality) -> RunConfig:
 
 @contextlib.asynccontextmanager
 async def live_call(agent: BaseAgent, modality: types.Modality) -> AsyncIterator[LiveCall]:
-    service = InMemorySessionService()  # type: ignore[no-untyped-call]
+    service = InMemorySessionService()
     runner = Runner(app_name="local-live-test", agent=agent, session_service=service)
     session = await service.create_session(app_name="local-live-test", user_id="caller")
     call = LiveCall(LiveRequestQueue())
@@ -107,6 +109,15 @@ async def live_call(agent: BaseAgent, modality: types.Modality) -> AsyncIterator
 def is_user_final(event: Event) -> bool:
     t = event.input_transcription
     return bool(t and t.finished and t.text)
+
+
+def user_finals(call: LiveCall) -> list[str | None]:
+    """The text of every final user transcription, in order."""
+    return [
+        e.input_transcription.text
+        for _, e in call.events
+        if e.input_transcription is not None and is_user_final(e)
+    ]
 
 
 def function_calls(call: LiveCall, name: str) -> list[types.FunctionCall]:

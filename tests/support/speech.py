@@ -45,7 +45,8 @@ def recording(tmp_path: Path, text: str, rate_hz: int = 16_000, pad_s: float = 0
         command += ["pad", str(pad_s), str(pad_s)]
     subprocess.run(command, check=True, timeout=30)
     with wave.open(str(out)) as w:
-        return w.readframes(w.getnframes())
+        frames: bytes = w.readframes(w.getnframes())
+        return frames
 
 
 def minute_words(minute: int) -> str:

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from pocketsphinx import Decoder, get_model_path
 
+from gateway.audio.formats import AGENT_INPUT_RATE_HZ, SAMPLE_BYTES, samples_per_frame
+
 logger = logging.getLogger(__name__)
 
 #: Audio per `process_raw` call (see `process_in_slices`): 50 ms of 16 kHz s16.
@@ -56,7 +58,7 @@ MIN_WORD_COVERAGE = 0.6
 #: decoder: 31 right after one pass, 41 after the second (which costs ~20 ms per
 #: second of audio, ~50 ms on the end-of-turn path under load).
 ADAPTED_AFTER_S = 5.0
-BYTES_PER_S = 16_000 * 2
+BYTES_PER_S = AGENT_INPUT_RATE_HZ * SAMPLE_BYTES
 #: Decoding passes of one-shot recognition (see `recognize_jsgf`).
 ONE_SHOT_PASSES = 6
 #: Speech whose loudest 30 ms frame is above this RMS (s16) is scaled down so that
@@ -64,7 +66,7 @@ ONE_SHOT_PASSES = 6
 #: Chromium's processed fake microphone at 13,000-15,600, recognized only once scaled.
 HOT_PEAK_RMS = 9000.0
 HOT_TARGET_RMS = 5000.0
-_LEVEL_FRAME = 480  # 30 ms at 16 kHz
+_LEVEL_FRAME = samples_per_frame(AGENT_INPUT_RATE_HZ, 0.030)
 #: Idle grammar decoders kept for the next calls (each holds ~20 MB of model).
 MAX_IDLE_DECODERS = 4
 

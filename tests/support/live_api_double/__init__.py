@@ -11,13 +11,12 @@ Imports only the standard library, `websockets`, `numpy` and `cryptography`.
 
 from tests.support.live_api_double.certs import SelfSignedCert, make_self_signed_cert
 from tests.support.live_api_double.server import (
-    BAD_KEY_CLOSE,
     LiveApiDouble,
     LiveConnection,
     UserTurn,
     conversational,
-    unknown_model_close,
 )
+from tests.support.live_api_double.wire import BAD_KEY_CLOSE, unknown_model_close
 
 __all__ = [
     "BAD_KEY_CLOSE",

@@ -300,7 +300,7 @@ class LiveApiDouble:
             ping_interval=None,
             max_size=16 * 1024 * 1024,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -355,7 +355,7 @@ class LiveApiDouble:
             self.connections.append(conn)
             self.new_connection.notify_all()
         behaviour = self.behaviours.get(conn.index, self.default_behaviour)
-        script = asyncio.create_task(behaviour(conn), name=f"double/conn{conn.index}")
+        script = asyncio.ensure_future(behaviour(conn))
         try:
             async for raw in conn.ws:
                 conn.on_frame(json.loads(raw))

@@ -225,6 +225,6 @@ def frame_steps(pcm: bytes, freqs_hz: tuple[float, ...], rate_hz: int) -> np.nda
     off = np.abs(peaks_hz - np.array(freqs_hz)[codes])
     if len(off) and off.max() > 50:
         raise ValueError(f"a chunk's tone is {off.max():.0f} Hz off every code")
-    steps = np.diff(codes) % len(freqs_hz)
+    steps: np.ndarray = np.diff(codes) % len(freqs_hz)
     steps[steps == 0] = len(freqs_hz)
     return steps

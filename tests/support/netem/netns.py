@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 COMMAND_TIMEOUT_S = 10.0
-SUBNET_POOL = ipaddress.ip_network("10.231.0.0/16")
+SUBNET_POOL = ipaddress.IPv4Network("10.231.0.0/16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
         timeout=COMMAND_TIMEOUT_S,
     ).stdout
     for _ in range(64):
-        subnet = ipaddress.ip_network(
+        subnet = ipaddress.IPv4Network(
             f"10.231.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}/30"
         )
         assert subnet.subnet_of(SUBNET_POOL)

@@ -22,6 +22,7 @@ pending timer and closes both sockets. Traffic goes only to 127.0.0.1 (or to the
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import threading
@@ -165,7 +166,7 @@ class UdpRelay:
         loop = asyncio.get_running_loop()
         for name in ("caller", "gateway"):
             transport, _ = await loop.create_datagram_endpoint(
-                lambda name=name: _Side(self, name), local_addr=(self._host, 0)
+                functools.partial(_Side, self, name), local_addr=(self._host, 0)
             )
             self._transports[name] = transport
         self._lifetime = loop.call_later(self._max_lifetime_s, self.close)
@@ -231,7 +232,7 @@ class UdpRelay:
         handle: asyncio.TimerHandle | None = None
 
         def send() -> None:
-            self._pending.discard(handle)  # type: ignore[arg-type]
+            self._pending.discard(handle)
             transport = self._transports[out]
             if not transport.is_closing():
                 log.forwarded_at[timestamp] = time.monotonic()
