@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import REPO_ROOT
+from tests.support.gateway_process import free_port
 
 DEFAULT_CALLS = (10, 20, 30, 40, 50, 60, 70, 80)
 GAP_LIMIT_PERCENT = 0.1
@@ -79,12 +79,6 @@ class Point:
             and self.failed == 0
             and not self.error
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pinned(core: int) -> list[str]:

@@ -32,10 +32,9 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -53,7 +52,7 @@ from gateway.audio.pcm import tone
 from gateway.loadtest.headless_caller import HeadlessCaller
 from gateway.loadtest.prompt import FRAME_SAMPLES, encode_pcm
 from gateway.rtc import ice
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import free_port, serving
 
 MiB = 1 << 20
 
@@ -93,52 +92,26 @@ class Caller:
         await self.caller.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def gateway_process(
     agent: str, port: int, traced: bool, session_url: str = "memory://"
 ) -> AsyncIterator[str]:
     """A gateway subprocess serving `agent`; yields its base URL."""
-    python = [sys.executable]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GATEWAY_"))}
+    log = Path(tempfile.gettempdir()) / f"bench-memory-{port}.log"
     if agent == "adk" and not traced:
-        args = [
-            *python, "-m", "gateway", "--agent", "gateway.agents.scripted:root_agent",
-            "--session-url", session_url, "--ice-addresses", "127.0.0.1",
-            "--port", str(port), "--max-calls", "200", "--log-level", "WARNING", "--workers", "1",
-        ]  # fmt: skip
+        started = serving(
+            "--agent", "gateway.agents.scripted:root_agent", "--session-url", session_url,
+            "--max-calls", "200", "--log-level", "WARNING", "--workers", "1",
+            env=env, log=log, port=port,
+        )  # fmt: skip
     else:
-        args = [*python, "-m", "bench.memory", "serve", "--agent", agent, "--port", str(port)]
-        if traced:
-            args.append("--tracemalloc")
-    env = dict(os.environ)
-    for key in [k for k in env if k.startswith(("GOOGLE_", "GATEWAY_"))]:
-        del env[key]
-    process = subprocess.Popen(args, cwd=REPO_ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(60):
-                while True:
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with http.get(f"{base}/stats") as response:
-                            if response.status == 200:
-                                break
-                    if process.poll() is not None:
-                        raise RuntimeError(f"gateway exited with {process.returncode}")
-                    await asyncio.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        extra = ["--tracemalloc"] if traced else []
+        started = serving(
+            "serve", "--agent", agent, *extra, module="bench.memory", env=env, log=log, port=port
+        )
+    async with started as gateway:
+        yield gateway.base
 
 
 async def read_rss(http: aiohttp.ClientSession, base: str, readings: int = 3) -> dict[str, Any]:

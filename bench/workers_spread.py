@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import socket
 import statistics
-import sys
 import time
 from typing import Any
 
 import aiohttp
 
 from gateway.rtc import ice
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import serving
 from tests.support.peers import HeadlessCaller, tone_pcm
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _stats(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
@@ -42,24 +32,16 @@ async def _stats(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 
 
 async def measure(workers: int, calls: int, window_s: float) -> dict[str, Any]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--port", str(port), "--workers", str(workers),
-        "--agent", "gateway.agents.scripted:root_agent", "--session-url", "memory://",
-        "--ice-addresses", "127.0.0.1", "--log-level", "WARNING",
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
     callers: list[HeadlessCaller] = []
     try:
-        async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(60):
-                while True:
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with http.get(f"{base}/healthz") as response:
-                            if (await response.json())["workers"] == workers:
-                                break
-                    await asyncio.sleep(0.2)
+        async with (
+            serving(
+                "--workers", str(workers), "--agent", "gateway.agents.scripted:root_agent",
+                "--session-url", "memory://", "--log-level", "WARNING", workers=workers,
+            ) as gateway,
+            aiohttp.ClientSession() as http,
+        ):  # fmt: skip
+            base = gateway.base
             callers = [HeadlessCaller() for _ in range(calls)]
             for caller in callers:
                 dialed = await caller.dial(http, base)
@@ -75,8 +57,6 @@ async def measure(workers: int, calls: int, window_s: float) -> dict[str, Any]:
             elapsed = time.monotonic() - started
     finally:
         await asyncio.gather(*(c.close() for c in callers))
-        process.terminate()
-        await process.wait()
     cpu_before = {w["pid"]: w["cpu_s"] for w in before["workers"]}
     per_worker = [
         (w["calls"], (w["cpu_s"] - cpu_before[w["pid"]]) / elapsed) for w in after["workers"]

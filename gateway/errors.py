@@ -25,7 +25,8 @@ class StartupError(Exception):
 
 class GatewayError(Exception):
     """Base class: `code` goes on the wire, `http_status` at the HTTP edge, and
-    `retry_after_s` (when set) tells the client the failure is temporary."""
+    `retry_after_s` (when set) tells the client the failure is temporary. Subclasses
+    name theirs in the class line: `class Gone(GatewayError, code="gone", http_status=410)`."""
 
     code: str = "internal"
     http_status: int = 500
@@ -40,9 +41,19 @@ class GatewayError(Exception):
             retry_after_s if retry_after_s is not None else self.default_retry_after_s
         )
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        code: str,
+        http_status: int | None = None,
+        retry_after_s: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
-        GatewayError._by_code.setdefault(cls.code, cls)
+        cls.code = code
+        cls.http_status = http_status or cls.http_status
+        cls.default_retry_after_s = retry_after_s or cls.default_retry_after_s
+        GatewayError._by_code.setdefault(code, cls)
 
     @classmethod
     def from_wire(
@@ -59,69 +70,52 @@ class GatewayError(Exception):
         return error
 
 
-class BadRequest(GatewayError):
-    code = "bad_request"
-    http_status = 400
+class BadRequest(GatewayError, code="bad_request", http_status=400):
+    """The request cannot be used as it is (the message says what is wrong)."""
 
 
-class InvalidSdp(BadRequest):
-    code = "invalid_sdp"
+class InvalidSdp(BadRequest, code="invalid_sdp"):
+    """An offer or a trickled candidate that is not SDP the gateway can use."""
 
 
-class NoAudioInOffer(BadRequest):
-    code = "no_audio"
+class NoAudioInOffer(BadRequest, code="no_audio"):
+    """An offer without an audio m-line: there is nothing to talk over."""
 
 
-class InvalidMessage(BadRequest):
-    """A data-channel or JSON message we cannot use."""
-
-    code = "invalid_message"
+class InvalidMessage(BadRequest, code="invalid_message"):
+    """A data-channel, WebSocket or JSON message we cannot use."""
 
 
-class UnsupportedMediaType(GatewayError):
-    code = "unsupported_media_type"
-    http_status = 415
+class UnsupportedMediaType(GatewayError, code="unsupported_media_type", http_status=415):
+    """A body of another content type than the endpoint takes."""
 
 
-class PayloadTooLarge(GatewayError):
-    code = "payload_too_large"
-    http_status = 413
+class PayloadTooLarge(GatewayError, code="payload_too_large", http_status=413):
+    """A body past the configured limit, refused before it is parsed."""
 
 
-class NotFound(GatewayError):
-    code = "not_found"
-    http_status = 404
+class NotFound(GatewayError, code="not_found", http_status=404):
+    """Nothing by that name."""
 
 
-class UnknownCall(NotFound):
-    code = "unknown_call"
+class UnknownCall(NotFound, code="unknown_call"):
+    """No live call has that id (it ended, or never was)."""
 
 
-class UnknownSession(NotFound):
-    code = "unknown_session"
+class UnknownSession(NotFound, code="unknown_session"):
+    """No conversation has that `session_id`."""
 
 
-class AtCapacity(GatewayError):
+class AtCapacity(GatewayError, code="at_capacity", http_status=503, retry_after_s=5):
     """Too many live calls; the client should retry after `retry_after_s`."""
 
-    code = "at_capacity"
-    http_status = 503
-    default_retry_after_s = 5
 
-
-class AgentUnavailable(GatewayError):
+class AgentUnavailable(GatewayError, code="agent_unavailable", http_status=503, retry_after_s=5):
     """The agent could not start (bad credentials, unknown model, unreachable)."""
 
-    code = "agent_unavailable"
-    http_status = 503
-    default_retry_after_s = 5
 
-
-class WorkerUnavailable(GatewayError):
+class WorkerUnavailable(GatewayError, code="worker_unavailable", http_status=503):
     """Another worker process did not answer in time (it is restarting or stuck)."""
-
-    code = "worker_unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True, slots=True)

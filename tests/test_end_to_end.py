@@ -11,11 +11,8 @@ Pins down:
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +22,7 @@ from google.adk.sessions import InMemorySessionService
 
 import gateway.models.scripted  # noqa: F401
 from gateway.agent_bridge import AdkAgentConnector
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import serving
 from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
 
@@ -78,51 +75,28 @@ async def test_barge_in_through_the_stack(
         assert (await client.delete(location)).status == 204
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def test_python_m_gateway_serves_calls() -> None:
-    port = _free_port()
-    env = {**os.environ, "GATEWAY_ICE_ADDRESSES": "127.0.0.1", "GATEWAY_PORT": str(port)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--agent", "gateway.agents.default:root_agent"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+async def test_python_m_gateway_serves_calls(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
     caller = HeadlessCaller()
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        async with http.get("/healthz") as response:
-                            if response.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.2)
-            async with http.post(
-                "/calls", data=await caller.offer(), headers={"Content-Type": "application/sdp"}
-            ) as response:
-                assert response.status == 201
-                answer, location = await response.text(), response.headers["Location"]
-            await caller.accept(answer)
+        async with (
+            serving("--agent", "gateway.agents.default:root_agent", log=log) as gateway,
+            aiohttp.ClientSession(gateway.base) as http,
+        ):
+            dialed = await caller.dial(http, gateway.base)
+            assert dialed.status == 201
             await caller.wait_connected()
             await caller.wait_channel_open()
             caller.send({"type": "text", "text": "hello"})
             await caller.wait_message(type="turn_complete", limit_s=20)
             assert sum(f.rms > 1000 for f in caller.frames) >= 20
-            async with http.delete(location) as response:
+            async with http.delete(caller.location or "") as response:
                 assert response.status == 204
+        returncode = gateway.process.returncode
     finally:
         await caller.close()
-        server.terminate()
-        output = server.communicate(timeout=20)[0].decode()
-    assert server.returncode in (0, -15), output
+    output = log.read_text()
+    assert returncode in (0, -15), output
     assert "accepted" in output
     assert "ended" in output
 

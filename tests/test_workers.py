@@ -25,7 +25,6 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import aiohttp
 import pytest
 
 from tests.support import REPO_ROOT
+from tests.support.gateway_process import GatewayProcess, free_port, serving
 from tests.support.peers import HeadlessCaller, tone_pcm
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -40,14 +40,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 SCRIPTED = "gateway.agents.scripted:root_agent"
 SDP = {"Content-Type": "application/sdp"}
 SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
-STARTUP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def alive(pid: int) -> bool:
@@ -59,55 +51,21 @@ def alive(pid: int) -> bool:
         return False
 
 
-@dataclass
-class Gateway:
-    base: str
-    process: asyncio.subprocess.Process
-    log: Path
-
-    async def get(self, path: str) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.base + path) as response:
-            assert response.status == 200
-            body: dict[str, Any] = await response.json()
-            return body
-
-    async def worker_pids(self) -> set[int]:
-        return {w["pid"] for w in (await self.get("/stats"))["workers"]}
+async def worker_pids(gateway: GatewayProcess) -> set[int]:
+    return {w["pid"] for w in (await gateway.get("/stats"))["workers"]}
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(tmp_path: Path, *args: str, workers: int = 2) -> AsyncIterator[Gateway]:
+async def run_gateway(
+    tmp_path: Path, *args: str, workers: int = 2
+) -> AsyncIterator[GatewayProcess]:
     """`python -m gateway` with the scripted agent on a free port, until all workers serve."""
     port = free_port()
-    log = tmp_path / f"gateway-{port}.log"
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-            "--ice-addresses", "127.0.0.1", "--agent", SCRIPTED, "--session-url", "memory://",
-            "--workers", str(workers), *args,
-            cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-        )  # fmt: skip
-    finally:
-        os.close(out)
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log)
-    try:
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            while True:
-                assert process.returncode is None, log.read_text()
-                with contextlib.suppress(aiohttp.ClientError, AssertionError):
-                    if (await gateway.get("/healthz"))["workers"] == workers:
-                        break
-                await asyncio.sleep(0.2)
+    async with serving(
+        "--agent", SCRIPTED, "--session-url", "memory://", "--workers", str(workers), *args,
+        log=tmp_path / f"gateway-{port}.log", workers=workers, port=port,
+    ) as gateway:  # fmt: skip
         yield gateway
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -160,7 +118,7 @@ async def close_all(callers: list[HeadlessCaller]) -> None:
 
 async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway, aiohttp.ClientSession() as http:
-        pids = await gateway.worker_pids()
+        pids = await worker_pids(gateway)
         assert len(pids) == 2
         callers = [HeadlessCaller() for _ in range(8)]
         try:
@@ -209,7 +167,7 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
 
 async def test_full_gateway_refuses_and_keeps_its_calls(tmp_path: Path) -> None:
     async with run_gateway(tmp_path, "--max-calls", "2") as gateway, aiohttp.ClientSession() as h:
-        pids = await gateway.worker_pids()
+        pids = await worker_pids(gateway)
         callers = [HeadlessCaller() for _ in range(3)]
         try:
             placed = [await place_call(h, gateway.base, c) for c in callers[:2]]
@@ -240,7 +198,7 @@ async def test_full_gateway_refuses_and_keeps_its_calls(tmp_path: Path) -> None:
 
 async def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway, aiohttp.ClientSession() as http:
-        pids = await gateway.worker_pids()
+        pids = await worker_pids(gateway)
         caller = HeadlessCaller()
         try:
             await place_call(http, gateway.base, caller)
@@ -250,7 +208,7 @@ async def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         finally:
             await caller.close()
     assert not [pid for pid in pids if alive(pid)]
-    assert "Traceback" not in gateway.log.read_text()
+    assert "Traceback" not in gateway.output()
 
 
 def unix_socket_paths(pid: int) -> set[Path]:
@@ -268,7 +226,7 @@ def unix_socket_paths(pid: int) -> set[Path]:
 
 async def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway:
-        pids = await gateway.worker_pids()
+        pids = await worker_pids(gateway)
         private_dirs = {path.parent for pid in pids for path in unix_socket_paths(pid)}
         assert len(private_dirs) == 1
         gateway.process.kill()
@@ -281,17 +239,17 @@ async def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> Non
 
 async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
     async with run_gateway(tmp_path) as gateway:
-        pids = await gateway.worker_pids()
+        pids = await worker_pids(gateway)
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
         async with asyncio.timeout(30):
             while True:
-                now = await gateway.worker_pids()
+                now = await worker_pids(gateway)
                 if len(now) == 2 and victim not in now:
                     break
                 await asyncio.sleep(0.2)
         assert (await gateway.get("/healthz"))["workers"] == 2
-        assert f"(pid {victim}) exited with status -9; restarting" in gateway.log.read_text()
+        assert f"(pid {victim}) exited with status -9; restarting" in gateway.output()
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,6 @@ the agent answering; hang-up leaves no call behind (`/healthz`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -18,52 +15,16 @@ import pytest
 
 from tests.browser import cdp
 from tests.browser.test_client import CONNECTION, assert_voice_conversation, open_client
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import serving
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
-STARTUP_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 async def cli_gateway() -> AsyncIterator[str]:
     """`python -m gateway` on a free loopback port, ICE on loopback; stopped after."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-        "--ice-addresses", "127.0.0.1", "--agent", "gateway.agents.default:root_agent",
-        cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await asyncio.wait_for(_healthy(base, process), STARTUP_TIMEOUT_S)
-        yield base
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def _healthy(base: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
-        while process.returncode is None:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"python -m gateway exited with {process.returncode}")
+    async with serving("--agent", "gateway.agents.default:root_agent") as gateway:
+        yield gateway.base
 
 
 async def test_python_m_gateway_serves_a_working_client(

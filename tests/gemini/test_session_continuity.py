@@ -14,11 +14,8 @@ Pins down, for each store:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +25,7 @@ import asyncpg
 import pytest
 
 from tests.gemini.conftest import GOOD_KEY, LIVE_MODEL
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import serving
 from tests.support.live_api_double import LiveApiDouble
 from tests.support.peers import HeadlessCaller
 
@@ -50,22 +47,13 @@ async def session_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         await admin.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def gateway_process(
     double: LiveApiDouble, session_url: str, log: Path, **env: str
 ) -> AsyncIterator[aiohttp.ClientSession]:
     """`python -m gateway` on a free port, pointed at the double; its HTTP client."""
-    port = _free_port()
     environ = {
         **os.environ,
-        "GATEWAY_ICE_ADDRESSES": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
         "GATEWAY_SESSION_URL": session_url,
         "GATEWAY_GEMINI_MODEL": LIVE_MODEL,
         "GOOGLE_API_KEY": GOOD_KEY,
@@ -73,36 +61,11 @@ async def gateway_process(
         "SSL_CERT_FILE": str(double.cert.cert_path),
         **env,
     }
-    with log.open("ab") as output:
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            cwd=REPO_ROOT,
-            env=environ,
-            stdout=output,
-            stderr=output,
-        )
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            await _wait_healthy(http, server)
-            yield http
-    finally:
-        if server.returncode is None:
-            server.terminate()
-        async with asyncio.timeout(20):
-            await server.wait()
-
-
-async def _wait_healthy(http: aiohttp.ClientSession, server: asyncio.subprocess.Process) -> None:
-    async with asyncio.timeout(60):
-        while server.returncode is None:
-            with contextlib.suppress(aiohttp.ClientConnectionError):
-                async with http.get("/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"gateway exited with {server.returncode}")
+    async with (
+        serving(env=environ, log=log) as gateway,
+        aiohttp.ClientSession(gateway.base) as http,
+    ):
+        yield http
 
 
 async def text_call(http: aiohttp.ClientSession, text: str, session_id: str | None) -> str:

@@ -15,7 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 
 from gateway.audio.formats import PTIME_S, WEBRTC_FRAME_SAMPLES, WEBRTC_RATE_HZ
 from gateway.audio.pcm import tone as tone_pcm
@@ -108,6 +114,41 @@ class LossRun:
         return 100.0 * (self.received_ratio - self.delivered_ratio)
 
 
+@dataclass(frozen=True, slots=True)
+class Receiving:
+    """The receiving peer of a call through the relay, once it has answered."""
+
+    answer: str
+    """The SDP answer, routed back through the relay."""
+    transceiver: RTCRtpTransceiver
+    track: MediaStreamTrack
+    """The caller's audio: our receive path (`ours`) or aiortc's stock track."""
+    consumer: asyncio.Task[None]
+    """Reads the track into the log until it ends."""
+
+
+async def receive_through(
+    relay: RelayThread,
+    callee: RTCPeerConnection,
+    offer_sdp: str,
+    *,
+    ours: bool,
+    log: FrameLog,
+    name: str,
+) -> Receiving:
+    """Apply a caller's offer routed through `relay`, consume its audio into `log`
+    (through our receive path or the stock track) and answer, routed back."""
+    offer, relay.caller_addr = route_via(offer_sdp, relay.gateway_side)
+    tracks: list[MediaStreamTrack] = []
+    callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
+    await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    transceiver, track = callee.getTransceivers()[0], tracks[0]
+    consumer = asyncio.create_task(log.consume(track), name=f"{name}/consume")
+    await callee.setLocalDescription(await callee.createAnswer())
+    answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
+    return Receiving(answer, transceiver, track, consumer)
+
+
 async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) -> LossRun:
     """A call of `frames` packets through `uplink` into the stock or our receive path."""
     relay = await RelayThread(uplink=uplink).start()
@@ -119,15 +160,11 @@ async def run_loss_call(uplink: Impairment, *, ours: bool, frames: int = 150) ->
     try:
         add_source_track(caller, tone, "sendonly")
         await caller.setLocalDescription(await caller.createOffer())
-        offer, relay.caller_addr = route_via(caller.localDescription.sdp, relay.gateway_side)
-        tracks: list[MediaStreamTrack] = []
-        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
-        await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        transceiver, track = callee.getTransceivers()[0], tracks[0]
-        consumer = asyncio.create_task(log.consume(track), name="loss-call/consume")
-        await callee.setLocalDescription(await callee.createAnswer())
-        answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
-        await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        receiving = await receive_through(
+            relay, callee, caller.localDescription.sdp, ours=ours, log=log, name="loss-call"
+        )
+        transceiver, track, consumer = receiving.transceiver, receiving.track, receiving.consumer
+        await caller.setRemoteDescription(RTCSessionDescription(receiving.answer, "answer"))
         async with asyncio.timeout(frames * FRAME_MS / 1000 + 10):
             await tone.finished.wait()
         await relay.drained()

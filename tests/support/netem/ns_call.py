@@ -18,24 +18,24 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway.loadtest.source_track import add_source_track
 from gateway.rtc import ice
-from gateway.rtc.receive_path import LossTolerantAudioTrack, caller_audio_track
+from gateway.rtc.receive_path import LossTolerantAudioTrack
 from tests.support import REPO_ROOT
 from tests.support.netem.loss_call import (
     SETTLE_S,
     FrameLog,
     LossRun,
     ToneTrack,
+    receive_through,
     rtp_count,
     summarise,
 )
 from tests.support.netem.netns import VethLink
 from tests.support.netem.relay import Impairment
 from tests.support.netem.relay_thread import RelayThread
-from tests.support.netem.sdp import route_via
 
 CHILD_TIMEOUT_S = 30.0
 
@@ -97,16 +97,12 @@ async def _serve() -> None:
     callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     log = FrameLog()
     try:
-        offer, relay.caller_addr = route_via(request["offer"], relay.gateway_side)
         ours = bool(request["ours"])
-        tracks: list[MediaStreamTrack] = []
-        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t) if ours else t))
-        await callee.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        transceiver, track = callee.getTransceivers()[0], tracks[0]
-        consumer = asyncio.create_task(log.consume(track), name="ns-call/consume")
-        await callee.setLocalDescription(await callee.createAnswer())
-        answer, relay.gateway_addr = route_via(callee.localDescription.sdp, relay.caller_side)
-        print(json.dumps({"answer": answer}), flush=True)
+        receiving = await receive_through(
+            relay, callee, request["offer"], ours=ours, log=log, name="ns-call"
+        )
+        transceiver, track, consumer = receiving.transceiver, receiving.track, receiving.consumer
+        print(json.dumps({"answer": receiving.answer}), flush=True)
         sent = json.loads(await reader.readline())["packets_sent"]
         await relay.drained()
         await asyncio.sleep(SETTLE_S)
