@@ -2,8 +2,9 @@
 
 `create_app` takes any `AgentConnector`, so tests wire fakes through the same
 function the command line uses with the real ADK connector (`build_adk_connector`).
-Given a `Membership`, the app is one worker of a multi-process gateway (`workers.py`):
-its calls are its share of the capacity and the rest are reached through `cluster`.
+Given a `Membership`, the app is one worker of a multi-process gateway (`cluster/`):
+its calls are its share of the capacity and the rest are reached through
+`cluster.routing`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`GET /ws/{user_id}?is_audio=true|false`: the seed sample's WebSocket transport.
 
 ADK's "custom audio streaming" sample talks to its agent over one WebSocket; this
-module serves that protocol (`seed_protocol.py`) exactly, so the sample's own
+module serves that protocol (`wire/seed_websocket.py`) exactly, so the sample's own
 browser client works against the gateway unchanged, and the web client can fall
 back to it where WebRTC cannot connect. Extensions, all optional: `session_id=`
 continues a conversation, `events=1` sends the data channel's JSON events.

@@ -5,7 +5,8 @@ and hands its descriptor to every worker, which maps it. Each slot has one write
 its worker (the supervisor only clears the slot of a worker that died), so no lock
 is needed. Readers use it to place calls and to aggregate `/healthz` and `/stats`;
 a reading may be a call or two stale, which placement tolerates because the owner
-of a slot re-checks its own capacity before taking a call. Imports only the stdlib.
+of a slot re-checks its own capacity before taking a call. Imports the stdlib and
+the `WorkerLoad` value of `calls.service`.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Workers talk HTTP to each other over unix sockets in the supervisor's private
 directory (mode 0700, so only this user's processes can reach them). `internal_app`
 serves a worker's own calls there; `ClusterCalls` is the `CallService` the public
 app uses: it answers from the local `CallManager` or forwards, with bounded
-timeouts. The load board (`board.py`) says where there is room; the owner of a
+timeouts. The load board (`load_board.py`) says where there is room; the owner of a
 call re-checks its own capacity, so the gateway's total never exceeds `max_calls`.
-May import aiohttp, the signaling edge, calls, board and errors; never aiortc or ADK.
+May import aiohttp, the signaling edge, calls, the load board and errors; never aiortc
+or ADK.
 """
 
 from __future__ import annotations
