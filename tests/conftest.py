@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from gateway.agent_api import AgentConnector
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.rtc import ice
+from tests.support.peers import PeerPair
 
 LEAK_GRACE_S = 3.0
 
@@ -68,6 +69,18 @@ async def no_leaks() -> AsyncIterator[None]:
     gc.collect()  # "Task exception was never retrieved" is reported when a task is freed
     loop.set_exception_handler(None)
     assert not unhandled, f"unhandled errors in the event loop: {unhandled}"
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[PeerPair]:
+    """A caller and a callee peer connection (no ICE servers), closed after the test."""
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        yield caller, callee
+    finally:
+        await asyncio.wait_for(caller.close(), 5)
+        await asyncio.wait_for(callee.close(), 5)
 
 
 def gateway_settings(**overrides: object) -> Settings:

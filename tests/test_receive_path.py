@@ -26,7 +26,7 @@ import time
 import av
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
@@ -44,6 +44,7 @@ from gateway.rtc.receive_path import (
 )
 from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer
 from tests.support.netem.loss_call import FRAME_SAMPLES, ToneTrack
+from tests.support.peers import PeerPair
 
 
 def pkt(seq: int, ts: int | None = None) -> BufferedPacket:
@@ -191,113 +192,95 @@ def test_any_arrival_pattern_keeps_order_counts_and_bounds() -> None:
         assert stats.restarts > 0 or all(0 < step < 1 << 15 for step in steps)
 
 
-async def test_installing_refuses_clearly_when_the_seam_is_gone() -> None:
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        caller.addTransceiver("audio", direction="sendonly")
-        await caller.setLocalDescription(await caller.createOffer())
-        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
-        await callee.setRemoteDescription(offer)
-        receiver = callee.getTransceivers()[0].receiver
-        assert isinstance(getattr(receiver, JITTER_BUFFER_ATTR), JitterBuffer)
-        delattr(receiver, JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
-        with pytest.raises(ReceivePathUnavailable):
-            install_receive_path(receiver, [])
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+async def test_installing_refuses_clearly_when_the_seam_is_gone(peers: PeerPair) -> None:
+    caller, callee = peers
+    caller.addTransceiver("audio", direction="sendonly")
+    await caller.setLocalDescription(await caller.createOffer())
+    offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+    await callee.setRemoteDescription(offer)
+    receiver = callee.getTransceivers()[0].receiver
+    assert isinstance(getattr(receiver, JITTER_BUFFER_ATTR), JitterBuffer)
+    delattr(receiver, JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
+    with pytest.raises(ReceivePathUnavailable):
+        install_receive_path(receiver, [])
 
 
-async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone() -> None:
+async def test_a_clean_call_turns_every_packet_into_one_frame_of_the_tone(peers: PeerPair) -> None:
     frames = 50
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    caller, callee = peers
     tone = ToneTrack(frames)
-    try:
-        add_source_track(caller, tone, "sendonly")
-        await caller.setLocalDescription(await caller.createOffer())
-        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
-        tracks: list[MediaStreamTrack] = []
-        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
-        await callee.setRemoteDescription(offer)
-        transceiver, track = callee.getTransceivers()[0], tracks[0]
-        assert isinstance(track, LossTolerantAudioTrack)
-        await callee.setLocalDescription(await callee.createAnswer())
-        answer = RTCSessionDescription(callee.localDescription.sdp, "answer")
-        await caller.setRemoteDescription(answer)
-        received: list[av.AudioFrame] = []
-        async with asyncio.timeout(10):
-            while len(received) < frames:
-                frame = await track.recv()
-                assert isinstance(frame, av.AudioFrame)
-                received.append(frame)
-        stats = (await transceiver.receiver.getStats()).values()
-        inbound = [s for s in stats if s.type == "inbound-rtp"]
-        assert inbound[0].packetsReceived == frames
-        assert [f.pts for f in received] == [i * FRAME_SAMPLES for i in range(frames)]
-        # Decoded straight to mono (the caller's voice; half the work downstream).
-        assert {(f.layout.name, f.sample_rate, f.samples) for f in received} == {
-            ("mono", 48_000, FRAME_SAMPLES)
-        }
-        pcm = np.concatenate([f.to_ndarray().ravel() for f in received[5:]]).astype(float)
-        assert np.sqrt(np.mean(pcm**2)) > 2000  # the 6000-peak tone, not silence
-        assert track.stats.frames_out == frames
-        assert track.stats.stock_decoded == 0
-        assert track.stats.buffer.skipped == track.stats.buffer.late == 0
-        await asyncio.wait_for(callee.close(), 5)
-        with pytest.raises(MediaStreamError):
-            async with asyncio.timeout(5):
-                await track.recv()
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+    add_source_track(caller, tone, "sendonly")
+    await caller.setLocalDescription(await caller.createOffer())
+    offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+    tracks: list[MediaStreamTrack] = []
+    callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
+    await callee.setRemoteDescription(offer)
+    transceiver, track = callee.getTransceivers()[0], tracks[0]
+    assert isinstance(track, LossTolerantAudioTrack)
+    await callee.setLocalDescription(await callee.createAnswer())
+    answer = RTCSessionDescription(callee.localDescription.sdp, "answer")
+    await caller.setRemoteDescription(answer)
+    received: list[av.AudioFrame] = []
+    async with asyncio.timeout(10):
+        while len(received) < frames:
+            frame = await track.recv()
+            assert isinstance(frame, av.AudioFrame)
+            received.append(frame)
+    stats = (await transceiver.receiver.getStats()).values()
+    inbound = [s for s in stats if s.type == "inbound-rtp"]
+    assert inbound[0].packetsReceived == frames
+    assert [f.pts for f in received] == [i * FRAME_SAMPLES for i in range(frames)]
+    # Decoded straight to mono (the caller's voice; half the work downstream).
+    assert {(f.layout.name, f.sample_rate, f.samples) for f in received} == {
+        ("mono", 48_000, FRAME_SAMPLES)
+    }
+    pcm = np.concatenate([f.to_ndarray().ravel() for f in received[5:]]).astype(float)
+    assert np.sqrt(np.mean(pcm**2)) > 2000  # the 6000-peak tone, not silence
+    assert track.stats.frames_out == frames
+    assert track.stats.stock_decoded == 0
+    assert track.stats.buffer.skipped == track.stats.buffer.late == 0
+    await asyncio.wait_for(callee.close(), 5)
+    with pytest.raises(MediaStreamError):
+        async with asyncio.timeout(5):
+            await track.recv()
 
 
-async def test_a_call_that_never_connects_ends_the_track_when_the_connection_closes() -> None:
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        caller.addTransceiver("audio", direction="sendonly")
-        await caller.setLocalDescription(await caller.createOffer())
-        tracks: list[MediaStreamTrack] = []
-        callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
-        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
-        await callee.setRemoteDescription(offer)
-        waiting = asyncio.create_task(tracks[0].recv(), name="test/recv")
-        await asyncio.sleep(0.05)
-        assert not waiting.done()
-        await asyncio.wait_for(callee.close(), 5)
-        with pytest.raises(MediaStreamError):
-            await asyncio.wait_for(waiting, 2)
-        await asyncio.sleep(0)
-        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("receive-path/")]
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+async def test_a_call_that_never_connects_ends_the_track_when_the_connection_closes(
+    peers: PeerPair,
+) -> None:
+    caller, callee = peers
+    caller.addTransceiver("audio", direction="sendonly")
+    await caller.setLocalDescription(await caller.createOffer())
+    tracks: list[MediaStreamTrack] = []
+    callee.on("track", lambda t: tracks.append(caller_audio_track(callee, t)))
+    offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+    await callee.setRemoteDescription(offer)
+    waiting = asyncio.create_task(tracks[0].recv(), name="test/recv")
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await asyncio.wait_for(callee.close(), 5)
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 2)
+    await asyncio.sleep(0)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("receive-path/")]
 
 
-async def test_the_stock_track_is_kept_when_the_seam_is_gone() -> None:
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        caller.addTransceiver("audio", direction="sendonly")
-        await caller.setLocalDescription(await caller.createOffer())
-        chosen: list[MediaStreamTrack] = []
+async def test_the_stock_track_is_kept_when_the_seam_is_gone(peers: PeerPair) -> None:
+    caller, callee = peers
+    caller.addTransceiver("audio", direction="sendonly")
+    await caller.setLocalDescription(await caller.createOffer())
+    chosen: list[MediaStreamTrack] = []
 
-        def on_track(track: MediaStreamTrack) -> None:
-            receiver = callee.getTransceivers()[0].receiver
-            delattr(receiver, JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
-            chosen.append(caller_audio_track(callee, track))
-            chosen.append(track)
+    def on_track(track: MediaStreamTrack) -> None:
+        receiver = callee.getTransceivers()[0].receiver
+        delattr(receiver, JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
+        chosen.append(caller_audio_track(callee, track))
+        chosen.append(track)
 
-        callee.on("track", on_track)
-        offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
-        await callee.setRemoteDescription(offer)
-        assert chosen[0] is chosen[1]
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+    callee.on("track", on_track)
+    offer = RTCSessionDescription(caller.localDescription.sdp, "offer")
+    await callee.setRemoteDescription(offer)
+    assert chosen[0] is chosen[1]
 
 
 def opus_packets(count: int) -> list[RtpPacket]:

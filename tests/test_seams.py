@@ -27,6 +27,7 @@ from google.genai import Client, types
 from gateway.adk import _adk
 from gateway.agent_bridge import _BoundedLiveRequestQueue
 from gateway.rtc import _aioice, _aiortc, ice
+from tests.support.peers import PeerPair
 
 
 @pytest.mark.parametrize("seam", [_aiortc, _aioice, _adk], ids=["aiortc", "aioice", "adk"])
@@ -41,37 +42,27 @@ async def _offered_receiver(caller: RTCPeerConnection, callee: RTCPeerConnection
     return callee.getTransceivers()[0].receiver
 
 
-async def test_a_tapped_receiver_hands_every_packet_to_the_tap() -> None:
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        receiver = await _offered_receiver(caller, callee)
-        seen: list[int] = []
-        _aiortc.tap_packets(receiver, lambda packet: seen.append(packet.sequence_number))
-        with pytest.raises(ValueError, match="tapped already"):
-            _aiortc.tap_packets(receiver, lambda _: None)
-        for seq in (7, 9, 8):
-            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
-            # What the receiver's packet handler does with an accepted packet.
-            assert getattr(receiver, _aiortc.JITTER_BUFFER_ATTR).add(packet) == (False, None)
-        assert seen == [7, 9, 8]
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+async def test_a_tapped_receiver_hands_every_packet_to_the_tap(peers: PeerPair) -> None:
+    caller, callee = peers
+    receiver = await _offered_receiver(caller, callee)
+    seen: list[int] = []
+    _aiortc.tap_packets(receiver, lambda packet: seen.append(packet.sequence_number))
+    with pytest.raises(ValueError, match="tapped already"):
+        _aiortc.tap_packets(receiver, lambda _: None)
+    for seq in (7, 9, 8):
+        packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+        # What the receiver's packet handler does with an accepted packet.
+        assert getattr(receiver, _aiortc.JITTER_BUFFER_ATTR).add(packet) == (False, None)
+    assert seen == [7, 9, 8]
 
 
-async def test_installing_refuses_clearly_when_the_seam_is_gone() -> None:
-    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    callee = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        receiver = await _offered_receiver(caller, callee)
-        _aiortc.ensure_tappable(receiver)  # there while aiortc is as we know it
-        delattr(receiver, _aiortc.JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
-        with pytest.raises(_aiortc.ReceivePathUnavailable):
-            _aiortc.tap_packets(receiver, lambda _: None)
-    finally:
-        await asyncio.wait_for(caller.close(), 5)
-        await asyncio.wait_for(callee.close(), 5)
+async def test_installing_refuses_clearly_when_the_seam_is_gone(peers: PeerPair) -> None:
+    caller, callee = peers
+    receiver = await _offered_receiver(caller, callee)
+    _aiortc.ensure_tappable(receiver)  # there while aiortc is as we know it
+    delattr(receiver, _aiortc.JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
+    with pytest.raises(_aiortc.ReceivePathUnavailable):
+        _aiortc.tap_packets(receiver, lambda _: None)
 
 
 def test_host_address_restriction_reaches_aioice() -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from aiortc import RTCPeerConnection
 
 from gateway.audio.formats import WEBRTC_RATE_HZ
 from gateway.audio.pcm import rms, tone
@@ -24,6 +25,7 @@ __all__ = [
     "HeadlessCaller",
     "HeardFrame",
     "PacedSourceTrack",
+    "PeerPair",
     "call_gateway",
     "listening_caller",
     "live_call",
@@ -84,3 +86,8 @@ async def live_call(
         yield caller, location
     finally:
         await caller.close()
+
+
+#: Two bare aiortc peer connections (caller, callee) with no ICE servers: the `peers`
+#: fixture, closed after the test.
+PeerPair = tuple[RTCPeerConnection, RTCPeerConnection]
