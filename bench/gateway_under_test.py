@@ -99,7 +99,7 @@ class FakeScriptedSession:
 class FakeScriptedConnector:
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[FakeScriptedSession]:
         session = FakeScriptedSession()
         try:

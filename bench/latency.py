@@ -220,10 +220,10 @@ class SeamConnector:
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[AgentSession]:
         async with self.inner.open_session(
-            user_id=user_id, session_id=session_id, modality=modality
+            user_id=user_id, session_id=session_id, modality=modality, call_id=call_id
         ) as session:
             yield _SeamSession(session)
 
@@ -236,7 +236,7 @@ class FakeAgent:
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[FakeSession]:
         session = FakeSession()
         self.sessions.append(session)

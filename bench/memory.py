@@ -239,7 +239,7 @@ class ToneAgent:
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[ToneSession]:
         session = ToneSession(reply=self._reply)
         try:

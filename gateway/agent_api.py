@@ -92,9 +92,10 @@ class AgentConnector(Protocol):
     """Opens agent sessions; one per call."""
 
     def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AbstractAsyncContextManager[AgentSession]:
-        """Open (or continue, with `session_id`) a conversation.
+        """Open (or continue, with `session_id`) a conversation for the call (or
+        WebSocket) `call_id`, which names it in logs.
 
         Raises `gateway.errors.UnknownSession` for a `session_id` that does not
         exist and `gateway.errors.AgentUnavailable` when the agent cannot start.

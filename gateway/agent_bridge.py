@@ -32,22 +32,22 @@ from google.adk.sessions import BaseSessionService
 from google.genai import types
 
 from gateway.adk import _adk
-from gateway.adk.live_config import LiveSettings, build_run_config
+from gateway.adk.event_translation import event_signals, translate_event
+from gateway.adk.live_config import LiveSettings
+from gateway.adk.live_plan import LivePlan, apply_to_agent, plan_for_agent
 from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
 from gateway.adk.resumption import HandleKeeper, latest_handle
-from gateway.adk.upstream import UpstreamFailure, classify
+from gateway.adk.run_config import build_run_config
+from gateway.adk.stall_watchdog import Recovery, StallKind, StallWatchdog, Step, watch
+from gateway.adk.upstream import UpstreamFailure, classify, refusal_message
 from gateway.agent_api import (
-    AgentAudio,
     AgentError,
     AgentEvent,
-    AgentInterrupted,
-    AgentText,
     Modality,
-    Transcript,
-    TurnComplete,
 )
 from gateway.audio.formats import AGENT_INPUT_MIME
 from gateway.errors import AgentUnavailable, UnknownSession
+from gateway.metrics.counters import AGENT_HEALTH
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +59,20 @@ MAX_PENDING_AUDIO_CHUNKS = 250
 EVENT_QUEUE_SIZE = 256
 #: How long a closing session may take before its task is cancelled.
 CLOSE_TIMEOUT_S = 3.0
+#: The stall watchdog's nudge: a blank turn (see gateway/adk/stall_watchdog.py).
+NUDGE_TEXT = " "
 
 #: (modality, resumption handle) -> the RunConfig of one `run_live`.
 RunConfigFactory = Callable[[Modality, str | None], RunConfig]
 
 
-def live_run_config_factory(settings: LiveSettings) -> RunConfigFactory:
-    """RunConfigs from the Gemini Live settings (transcription, VAD, resumption...)."""
+def live_run_config_factory(settings: LiveSettings, plan: LivePlan) -> RunConfigFactory:
+    """RunConfigs from the Gemini Live settings (transcription, VAD, resumption...),
+    with what `plan`'s model takes."""
 
     def factory(modality: Modality, handle: str | None) -> RunConfig:
         text_mode = modality is Modality.TEXT
-        return build_run_config(settings, text_mode=text_mode, resumption_handle=handle)
+        return build_run_config(settings, text_mode=text_mode, resumption_handle=handle, plan=plan)
 
     return factory
 
@@ -101,7 +104,8 @@ class _BoundedLiveRequestQueue(LiveRequestQueue):
 
 
 class AdkAgentSession:
-    """The `run_live`s of one call; an owned task turns ADK events into ours."""
+    """The `run_live`s of one call; an owned task turns ADK events into ours, another
+    (Gemini models) watches for stalls and recovers from them."""
 
     def __init__(
         self,
@@ -112,6 +116,8 @@ class AdkAgentSession:
         modality: Modality,
         run_config_factory: RunConfigFactory,
         live: LiveSettings,
+        plan: LivePlan,
+        call_id: str = "",
         resume_handle: str | None = None,
     ) -> None:
         self._runner = runner
@@ -120,15 +126,28 @@ class AdkAgentSession:
         self._modality = modality
         self._run_config_factory = run_config_factory
         self._live = live
+        self._name = call_id or session_id
         self._text_mode = modality is Modality.TEXT
+        self._text_from_transcription = plan.text_from_transcription
         self._requests = _BoundedLiveRequestQueue(MAX_PENDING_AUDIO_CHUNKS)
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue(EVENT_QUEUE_SIZE)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watchdog: StallWatchdog | None = None
+        if plan.model.generation != "not Gemini" and live.stall_timeout_s > 0:
+            self._watchdog = StallWatchdog(live.stall_timeout_s, live.stall_nudge_timeout_s)
+        self._watch_wakeup = asyncio.Event()
+        self._current_run: asyncio.Task[tuple[bool, UpstreamFailure | None]] | None = None
+        self._rotating = False
+        self._nudge_on_connect: StallKind | None = None
         self.handles = HandleKeeper(handle=resume_handle)
         #: `run_live`s started after the first (upstream reconnects done by us).
         self.reconnects = 0
         #: The resumption handle each `run_live` started with, in order.
         self.started_with: list[str | None] = []
+        #: Stalls seen, nudges sent and connections rotated in this session.
+        self.stalls: list[StallKind] = []
+        self.nudges = 0
+        self.rotations = 0
 
     @property
     def session_id(self) -> str:
@@ -139,7 +158,10 @@ class AdkAgentSession:
         return self._requests.dropped_chunks
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self._session_id}/run_live")
+        self._tasks.append(asyncio.create_task(self._run(), name=f"{self._name}/agent"))
+        if self._watchdog is not None:
+            watching = watch(self._watchdog, self._watch_wakeup, self._recover)
+            self._tasks.append(asyncio.create_task(watching, name=f"{self._name}/stall-watch"))
 
     def send_audio(self, pcm: bytes) -> None:
         if logger.isEnabledFor(logging.DEBUG):
@@ -150,30 +172,35 @@ class AdkAgentSession:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[CLIENT TO AGENT] text/plain: %d bytes", len(text.encode()))
         self._requests.send_content(types.Content(role="user", parts=[types.Part(text=text)]))
+        if self._watchdog is not None:
+            self._watchdog.user_text_sent(_now())
+            self._watch_wakeup.set()
 
     async def events(self) -> AsyncIterator[AgentEvent]:
         while (event := await self._events.get()) is not None:
             yield event
 
     async def aclose(self) -> None:
-        """Close the queue (ADK ends `run_live`), then bound the wait and cancel."""
+        """Close the queue (ADK ends `run_live` and its upstream connection), then bound
+        the wait and cancel: no live session outlives its call."""
         self._requests.close()
-        task, self._task = self._task, None
-        if task is None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks[1:]:
+            task.cancel()  # the watchdog has nothing left to watch
+        if not tasks:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT_S)
-        except TimeoutError:
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+        if tasks[0] in pending:
             logger.warning("session run_live did not end in %.0f s; cancelling", CLOSE_TIMEOUT_S)
+        for task in pending:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self.reconnects or self.dropped_audio_chunks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.reconnects or self.dropped_audio_chunks or self.stalls:
             logger.info(
-                "session had %d upstream reconnects and dropped %d caller audio chunks",
-                self.reconnects,
-                self.dropped_audio_chunks,
-            )
+                "%s: %d upstream reconnects, %d stalls (%d nudges, %d rotations), "
+                "%d caller audio chunks dropped", self._name, self.reconnects,
+                len(self.stalls), self.nudges, self.rotations, self.dropped_audio_chunks,
+            )  # fmt: skip
 
     async def _run(self) -> None:
         try:
@@ -190,11 +217,23 @@ class AdkAgentSession:
                 self._events.put_nowait(None)
 
     async def _run_with_reconnects(self) -> None:
-        """Run `run_live` until the caller leaves, resuming after upstream failures."""
+        """Run `run_live` until the caller leaves, resuming after upstream failures and
+        after the watchdog rotates a stalled connection."""
         failures = 0
         while True:
             started = time.monotonic()
-            delivered, failure = await self._run_once()
+            run = asyncio.create_task(self._run_once(), name=f"{self._name}/run_live")
+            self._current_run = run
+            try:
+                await asyncio.wait({run})
+            finally:
+                if not run.done():  # this task is being cancelled: end the run with it
+                    run.cancel()
+                    await asyncio.gather(run, return_exceptions=True)
+            if run.cancelled() and self._rotating:
+                self._rotating = False
+                continue  # rotated by the watchdog: resume with the newest handle at once
+            delivered, failure = run.result()
             if self._requests.closed:
                 return  # the caller hung up: whatever ended run_live is moot
             if failure is None and self.handles.handle is None:
@@ -225,6 +264,9 @@ class AdkAgentSession:
         handle = self.handles.handle
         self.started_with.append(handle)
         config = self._run_config_factory(self._modality, handle)
+        if self._nudge_on_connect is not None:  # a rotated connection, nudged at once
+            self._nudge(self._nudge_on_connect)
+            self._nudge_on_connect = None
         delivered = False
         try:
             async with contextlib.aclosing(
@@ -238,7 +280,12 @@ class AdkAgentSession:
                 async for event in stream:
                     delivered = True
                     self.handles.observe(event)
-                    for ours in translate_event(event, text_mode=self._text_mode):
+                    self._watch(event)
+                    for ours in translate_event(
+                        event,
+                        text_mode=self._text_mode,
+                        text_from_transcription=self._text_from_transcription,
+                    ):
                         await self._events.put(ours)
         except Exception as exc:
             failure = classify(exc)
@@ -248,36 +295,64 @@ class AdkAgentSession:
             return delivered, failure
         return delivered, None
 
+    def _watch(self, event: Event) -> None:
+        """Tell the stall watchdog what this event says about the model."""
+        watchdog = self._watchdog
+        if watchdog is None:
+            return
+        now, signals, recovered = _now(), event_signals(event), watchdog.recovered
+        if signals.tool_called:
+            watchdog.tool_called()
+        if signals.output:
+            watchdog.output(now, audio_s=signals.audio_s)
+        if signals.tool_result:
+            watchdog.tool_result_sent(now, silent=signals.tool_result_silent)
+        if signals.user_turn_ended:
+            watchdog.user_turn_ended(now)
+        if signals.turn_complete or signals.interrupted:
+            watchdog.turn_ended(now, interrupted=signals.interrupted)
+        if watchdog.recovered > recovered:
+            AGENT_HEALTH.add("recovered")
+            logger.info("%s: the model answered again after the stall", self._name)
+        self._watch_wakeup.set()
 
-def translate_event(event: Event, *, text_mode: bool) -> list[AgentEvent]:
-    """ADK event -> the gateway's agent events (audio, transcripts, text, turn signals)."""
-    out: list[AgentEvent] = []
-    if event.error_code:
-        out.append(AgentError("agent_error", f"the agent reported {event.error_code}"))
-    for part in (event.content.parts or []) if event.content else []:
-        blob = part.inline_data
-        if blob and blob.data and (blob.mime_type or "").startswith("audio/pcm"):
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("[AGENT TO CLIENT] audio/pcm: %d bytes", len(blob.data))
-            out.append(AgentAudio(blob.data))
-        elif part.text and text_mode and not part.thought:
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("[AGENT TO CLIENT] text/plain: %d bytes", len(part.text.encode()))
-            out.append(AgentText(part.text, final=not event.partial))
-    for role, transcription in (
-        ("user", event.input_transcription),
-        ("agent", event.output_transcription),
-    ):
-        if transcription is not None and transcription.text:
-            final = (
-                transcription.finished if transcription.finished is not None else not event.partial
-            )
-            out.append(Transcript(role, transcription.text, final))  # type: ignore[arg-type]
-    if event.interrupted:
-        out.append(AgentInterrupted())
-    if event.turn_complete:
-        out.append(TurnComplete())
-    return out
+    async def _recover(self, recovery: Recovery) -> None:
+        """One recovery step from the watchdog: nudge, rotate, or give up."""
+        if recovery.new_stall:
+            self.stalls.append(recovery.kind)
+            AGENT_HEALTH.add(f"stalls_{recovery.kind.value}")
+            logger.info("%s: the model stalled (%s); nudging it", self._name, recovery.kind)
+        if recovery.step is Step.NUDGE:
+            self._nudge(recovery.kind)
+        elif recovery.step is Step.ROTATE:
+            self._rotate(recovery.kind)
+        else:
+            AGENT_HEALTH.add("unrecovered")
+            logger.warning("%s: the model stayed silent after a nudge and a new connection "
+                           "(%s); waiting for the caller", self._name, recovery.kind)  # fmt: skip
+
+    def _nudge(self, kind: StallKind) -> None:
+        """A blank text turn: new user input to a 3.x model, a reply request to others."""
+        self.nudges += 1
+        AGENT_HEALTH.add("nudges")
+        self._requests.send_content(types.Content(role="user", parts=[types.Part(text=NUDGE_TEXT)]))
+
+    def _rotate(self, kind: StallKind) -> None:
+        """End the current upstream connection; `_run_with_reconnects` resumes with the
+        newest handle and the new connection is nudged."""
+        run = self._current_run
+        if run is None or run.done():
+            return
+        logger.info("%s: still silent (%s); rotating the upstream connection", self._name, kind)
+        self.rotations += 1
+        AGENT_HEALTH.add("rotations")
+        self._rotating = True
+        self._nudge_on_connect = kind
+        run.cancel()
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class AdkAgentConnector:
@@ -292,17 +367,24 @@ class AdkAgentConnector:
         live: LiveSettings | None = None,
         run_config_factory: RunConfigFactory | None = None,
     ) -> None:
+        """Checks the settings against the agent's live model (`LiveConfigError`,
+        `RetiredModelError`) and puts the model's thinking and tool settings on the
+        agent (`gateway.adk.live_plan`) before the runner is built."""
         self.session_service = session_service
         self.app_name = app_name
         self.live = live or LiveSettings()
-        self._run_config_factory = run_config_factory or live_run_config_factory(self.live)
+        self.plan = plan_for_agent(agent, self.live)
+        apply_to_agent(agent, self.plan)
+        self._run_config_factory = run_config_factory or live_run_config_factory(
+            self.live, self.plan
+        )
         self._runner = Runner(app_name=app_name, agent=agent, session_service=session_service)
         gemini = live_gemini(agent)
         self._check = LiveCheck(gemini, timeout_s=self.live.connect_timeout_s) if gemini else None
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[AdkAgentSession]:
         await self._check_upstream()
         session_id, handle = await self._resolve_session(user_id, session_id)
@@ -313,6 +395,8 @@ class AdkAgentConnector:
             modality=modality,
             run_config_factory=self._run_config_factory,
             live=self.live,
+            plan=self.plan,
+            call_id=call_id,
             resume_handle=handle,
         )
         session.start()
@@ -328,7 +412,7 @@ class AdkAgentConnector:
         try:
             await self._check.ensure()
         except UpstreamUnavailable as exc:
-            raise AgentUnavailable(exc.failure.message) from exc
+            raise AgentUnavailable(refusal_message(exc.failure, self.plan.model.id)) from exc
 
     async def _resolve_session(
         self, user_id: str, session_id: str | None

@@ -25,6 +25,7 @@ from gateway.calls.service import CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.metrics.counters import AGENT_HEALTH
 from gateway.rtc import ice
 from gateway.websocket_transport import add_websocket_routes
 
@@ -62,6 +63,7 @@ def create_app(
     app[LOCAL_CALLS_KEY] = manager
     service: CallService = manager
     if member is not None:
+        AGENT_HEALTH.on_change = member.count_agent_health
         cluster = ClusterCalls(manager, member)
         service = cluster
 
@@ -98,11 +100,12 @@ def _add_client_routes(app: web.Application) -> None:
 def load_adk_connector(settings: Settings) -> AdkAgentConnector:
     """`build_adk_connector`, with every configuration mistake as a `StartupError`."""
     from gateway.adk.live_config import LiveConfigError
+    from gateway.adk.live_models import RetiredModelError
     from gateway.adk.sessions import SessionStoreError
 
     try:
         return build_adk_connector(settings)
-    except (LiveConfigError, SessionStoreError) as exc:
+    except (LiveConfigError, RetiredModelError, SessionStoreError) as exc:
         raise StartupError(str(exc)) from None
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise StartupError(f"cannot load agent {settings.agent!r}: {exc}") from None

@@ -24,6 +24,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     error_reply,
 )
+from gateway.metrics.counters import agent_health_json
 from gateway.metrics.process_stats import process_stats, sibling_stats
 from gateway.wire.data_channel import ID_PATTERN, is_valid_id
 
@@ -170,13 +171,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """The answering process's live calls, CPU seconds and resident memory (see
-    `gateway.metrics.process_stats`), and the same for every worker under `workers`."""
+    `gateway.metrics.process_stats`), and the same for every worker under `workers`;
+    `agent`: the live sessions' stalls and recoveries summed over every worker
+    (`gateway.metrics.counters`), each worker's own under its entry."""
     calls = request.app[CALLS_KEY]
-    readings = [sibling_stats(w.pid, w.calls) for w in calls.workers()]
+    workers = calls.workers()
+    readings = []
+    for worker in workers:
+        reading = sibling_stats(worker.pid, worker.calls)
+        if reading is not None:
+            readings.append({**reading.as_json(), "agent": agent_health_json(worker.counters)})
+    totals = tuple(map(sum, zip(*(w.counters for w in workers), strict=True))) if workers else ()
     return web.json_response(
         {
             **process_stats(calls.live_calls).as_json(),
-            "workers": [r.as_json() for r in readings if r is not None],
+            "agent": agent_health_json(totals),
+            "workers": readings,
         }
     )
 

@@ -105,7 +105,10 @@ class WebSocketTransport:
         self.open_sockets += 1
         try:
             async with connector.open_session(
-                user_id=params.user_id, session_id=params.session_id, modality=params.modality
+                user_id=params.user_id,
+                session_id=params.session_id,
+                modality=params.modality,
+                call_id=f"ws/{socket_id}",
             ) as session:
                 if params.events:
                     mode = params.modality.value

@@ -98,7 +98,7 @@ class FakeAgentConnector:
 
     @asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[FakeAgentSession]:
         if self.fail_with is not None:
             raise self.fail_with

@@ -1,11 +1,12 @@
-"""Gemini Live settings, documented in one place, and the ADK `RunConfig` for a call.
+"""Gemini Live settings, documented in one place (`LiveSettings`), and credentials.
 
 Values come from the environment (`GATEWAY_GEMINI_*`), then a `.env` file, then the
 defaults below. Credentials are read by google-genai itself, as in ADK's samples:
 `GOOGLE_API_KEY` (Google AI Studio), or `GOOGLE_GENAI_USE_VERTEXAI=TRUE` with
 `GOOGLE_CLOUD_PROJECT` and `GOOGLE_CLOUD_LOCATION` (Vertex AI, application default
-credentials). An ADK-facing helper: may import pydantic, python-dotenv, google.genai
-types and google.adk's `RunConfig`; nothing from the media stack or HTTP.
+credentials). What a given model accepts of these settings, and the `RunConfig`
+built from them, is `live_plan`. An ADK-facing helper: imports pydantic and
+python-dotenv; nothing from the media stack, HTTP, ADK or google-genai.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-
-# The import ADK's documentation gives (adk-docs runtime/runconfig.md); the module does
-# not re-export StreamingMode explicitly, hence the ignore (mypy's no-implicit-reexport).
-from google.adk.agents.run_config import RunConfig, StreamingMode  # type: ignore[attr-defined]
-from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.adk.live_models import DEFAULT_LIVE_MODEL, ToolBehavior, ToolScheduling
 
 ENV_PREFIX = "GATEWAY_GEMINI_"
 _TRUE = {"1", "true", "yes", "on"}
 
 Sensitivity = Literal["high", "low", "default"]
+ThinkingLevel = Literal["minimal", "low", "medium", "high"]
 
 
 class LiveConfigError(ValueError):
@@ -40,8 +39,9 @@ class LiveSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(
-        default="gemini-2.5-flash-native-audio-preview-09-2025",
-        description="Live model id (Vertex AI names differ, e.g. `gemini-live-2.5-flash`).",
+        default=DEFAULT_LIVE_MODEL,
+        description="Live model id; the models the gateway knows and what each accepts "
+        "are in gateway/adk/live_models.py and docs/gemini-live.md.",
     )
     voice: str | None = Field(
         default=None, description="Prebuilt voice name (e.g. `Puck`, `Kore`); None: the model's."
@@ -94,6 +94,47 @@ class LiveSettings(BaseModel):
     )
     reconnect_backoff_s: float = Field(
         default=0.25, ge=0, le=10, description="First reconnect delay; doubles on each retry."
+    )
+    thinking_level: ThinkingLevel | None = Field(
+        default=None,
+        description="Reasoning depth, on models that take a thinking level (3.1); None: "
+        "the model's (minimal on 3.1).",
+    )
+    thinking_budget: int | None = Field(
+        default=None,
+        ge=0,
+        description="Reasoning tokens, on models that take a budget (2.5); None: model's.",
+    )
+    affective_dialog: bool | None = Field(
+        default=None, description="Affective dialog, on models that offer it (2.5 on Vertex)."
+    )
+    proactive_audio: bool | None = Field(
+        default=None,
+        description="Proactive audio, where it is a choice (2.5); always on for 3.8.",
+    )
+    tool_behavior: ToolBehavior | None = Field(
+        default=None,
+        description="`blocking` or `non_blocking` for the agent's function tools that name "
+        "none; None: the model's default (non-blocking on 3.8, blocking on 3.1).",
+    )
+    tool_scheduling: ToolScheduling | None = Field(
+        default=None,
+        description="When the model reacts to a non-blocking tool's result: `interrupt`, "
+        "`when_idle` (default on models with scheduling) or `silent`.",
+    )
+    stall_timeout_s: float = Field(
+        default=8.0,
+        ge=0,
+        le=120,
+        description="A caller turn or tool result with no model output for this long is a "
+        "stall: the model is nudged, then the connection rotated (0: no watchdog).",
+    )
+    stall_nudge_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=60,
+        description="How long a nudge has to bring model output before the upstream "
+        "connection is rotated (resumed with the newest handle).",
     )
     connect_timeout_s: float = Field(
         default=5.0,
@@ -157,60 +198,3 @@ def load_live_settings(environ: Mapping[str, str] | None = None) -> LiveSettings
             for e in exc.errors()
         )
         raise LiveConfigError(f"invalid Gemini Live settings: {problems}") from None
-
-
-def build_run_config(
-    settings: LiveSettings, *, text_mode: bool, resumption_handle: str | None = None
-) -> RunConfig:
-    """The `RunConfig` of one live session: one response modality, transcription on
-    both sides, VAD tuning, compression and resumption (with `resumption_handle` to
-    continue a previous connection's server-side session)."""
-    resumption = None
-    if settings.session_resumption:
-        # Never `transparent=True`: the Gemini API (non-Vertex) rejects it.
-        resumption = types.SessionResumptionConfig(handle=resumption_handle)
-    return RunConfig(
-        streaming_mode=StreamingMode.BIDI,
-        response_modalities=[types.Modality.TEXT if text_mode else types.Modality.AUDIO],
-        input_audio_transcription=types.AudioTranscriptionConfig(),
-        output_audio_transcription=types.AudioTranscriptionConfig(),
-        speech_config=_speech_config(settings) if not text_mode else None,
-        realtime_input_config=_realtime_input_config(settings),
-        context_window_compression=_compression(settings),
-        session_resumption=resumption,
-    )
-
-
-def _speech_config(settings: LiveSettings) -> types.SpeechConfig | None:
-    if settings.voice is None and settings.language is None:
-        return None
-    voice = None
-    if settings.voice is not None:
-        prebuilt = types.PrebuiltVoiceConfig(voice_name=settings.voice)
-        voice = types.VoiceConfig(prebuilt_voice_config=prebuilt)
-    return types.SpeechConfig(voice_config=voice, language_code=settings.language)
-
-
-def _realtime_input_config(settings: LiveSettings) -> types.RealtimeInputConfig | None:
-    start = {"high": types.StartSensitivity.START_SENSITIVITY_HIGH,
-             "low": types.StartSensitivity.START_SENSITIVITY_LOW}  # fmt: skip
-    end = {"high": types.EndSensitivity.END_SENSITIVITY_HIGH,
-           "low": types.EndSensitivity.END_SENSITIVITY_LOW}  # fmt: skip
-    detection = types.AutomaticActivityDetection(
-        start_of_speech_sensitivity=start.get(settings.vad_start_sensitivity),
-        end_of_speech_sensitivity=end.get(settings.vad_end_sensitivity),
-        silence_duration_ms=settings.vad_silence_ms,
-        prefix_padding_ms=settings.vad_prefix_padding_ms,
-    )
-    if not detection.model_dump(exclude_none=True):
-        return None
-    return types.RealtimeInputConfig(automatic_activity_detection=detection)
-
-
-def _compression(settings: LiveSettings) -> types.ContextWindowCompressionConfig | None:
-    if not settings.context_compression:
-        return None
-    window = types.SlidingWindow(target_tokens=settings.compression_target_tokens)
-    return types.ContextWindowCompressionConfig(
-        trigger_tokens=settings.compression_trigger_tokens, sliding_window=window
-    )

@@ -15,6 +15,8 @@ from typing import Literal
 import websockets
 from google.genai import errors as genai_errors
 
+from gateway.adk.live_models import known_models_text
+
 Cause = Literal["invalid_credentials", "unknown_model", "rejected", "transient", "unreachable"]
 
 #: Close codes after which a reconnect (with the newest resumption handle) is worth it:
@@ -84,3 +86,16 @@ def _classify_api_error(code: int, text: str) -> UpstreamFailure:
 def _is_missing_credentials(exc: BaseException) -> bool:
     """google-auth's DefaultCredentialsError, without importing google.auth here."""
     return type(exc).__name__ in {"DefaultCredentialsError", "RefreshError"}
+
+
+def refusal_message(failure: UpstreamFailure, model: str) -> str:
+    """What a caller (and the operator) is told when the Live API will not serve
+    `model`: a model it does not serve is named, with the ones this gateway knows."""
+    if failure.cause == "unknown_model":
+        return (
+            f"the Gemini Live API does not serve model {model} (close code {failure.code}); "
+            f"live models this gateway knows: {known_models_text()}"
+        )
+    if failure.cause == "rejected":
+        return f"{failure.message}, for model {model}"
+    return failure.message

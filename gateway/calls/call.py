@@ -157,7 +157,10 @@ class Call:
         answer_sdp = await peer_connection.negotiate(pc, self._offer_sdp, self._outbound)
         request = self.request
         async with self._connector.open_session(
-            user_id=request.user_id, session_id=request.session_id, modality=request.modality
+            user_id=request.user_id,
+            session_id=request.session_id,
+            modality=request.modality,
+            call_id=self.call_id,
         ) as agent:
             mode = request.modality.value
             self._channel.send(data_channel.session_message(self.call_id, agent.session_id, mode))

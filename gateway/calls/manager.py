@@ -20,6 +20,7 @@ from gateway.calls.call import Call
 from gateway.calls.call_ids import new_call_id
 from gateway.calls.service import ANSWER_TIMEOUT_S, Answer, CallRequest, WorkerLoad
 from gateway.errors import AtCapacity, UnknownCall
+from gateway.metrics.counters import AGENT_HEALTH
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class CallManager:
         return len(self._calls)
 
     def workers(self) -> list[WorkerLoad]:
-        return [WorkerLoad(os.getpid(), self.live_calls)]
+        return [WorkerLoad(os.getpid(), self.live_calls, AGENT_HEALTH.values())]
 
     async def accept_offer(
         self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality

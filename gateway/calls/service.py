@@ -41,10 +41,12 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class WorkerLoad:
-    """One gateway process and its live calls."""
+    """One gateway process, its live calls and its agent-health counters (in
+    `gateway.metrics.counters.AGENT_HEALTH_NAMES` order)."""
 
     pid: int
     calls: int
+    counters: tuple[int, ...] = ()
 
 
 class CallService(Protocol):

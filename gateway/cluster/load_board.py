@@ -1,12 +1,13 @@
-"""The workers' load board: each worker's pid and live calls, in memory they all share.
+"""The workers' load board: each worker's pid, live calls and agent-health counters, in
+memory they all share.
 
 The supervisor creates it (an unlinked temporary file, so nothing is left behind)
 and hands its descriptor to every worker, which maps it. Each slot has one writer:
 its worker (the supervisor only clears the slot of a worker that died), so no lock
 is needed. Readers use it to place calls and to aggregate `/healthz` and `/stats`;
 a reading may be a call or two stale, which placement tolerates because the owner
-of a slot re-checks its own capacity before taking a call. Imports the stdlib and
-the `WorkerLoad` value of `calls.service`.
+of a slot re-checks its own capacity before taking a call. Imports the stdlib, the
+`WorkerLoad` value of `calls.service` and the counter names of `metrics.counters`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import struct
 import tempfile
 
 from gateway.calls.service import WorkerLoad
+from gateway.metrics.counters import AGENT_HEALTH_NAMES
 
-_SLOT = struct.Struct("=qq")  # pid (0: not serving), live calls
+_COUNTERS = struct.Struct(f"={len(AGENT_HEALTH_NAMES)}q")
+_SLOT = struct.Struct(f"=qq{len(AGENT_HEALTH_NAMES)}q")  # pid (0: not serving), calls, counters
 _PID = _CALLS = struct.Struct("=q")
 
 
@@ -45,13 +48,16 @@ class LoadBoard:
     def set_calls(self, index: int, calls: int) -> None:
         _CALLS.pack_into(self._map, index * _SLOT.size + _PID.size, calls)
 
+    def set_counters(self, index: int, counters: tuple[int, ...]) -> None:
+        _COUNTERS.pack_into(self._map, index * _SLOT.size + 2 * _PID.size, *counters)
+
     def clear(self, index: int) -> None:
-        _SLOT.pack_into(self._map, index * _SLOT.size, 0, 0)
+        _SLOT.pack_into(self._map, index * _SLOT.size, *([0] * (2 + len(AGENT_HEALTH_NAMES))))
 
     def slot(self, index: int) -> WorkerLoad | None:
         """The worker at `index`, or None while it is not serving."""
-        pid, calls = _SLOT.unpack_from(self._map, index * _SLOT.size)
-        return WorkerLoad(pid, calls) if pid else None
+        pid, calls, *counters = _SLOT.unpack_from(self._map, index * _SLOT.size)
+        return WorkerLoad(pid, calls, tuple(counters)) if pid else None
 
     def serving(self) -> dict[int, WorkerLoad]:
         """Every serving worker by index."""

@@ -31,6 +31,7 @@ from gateway.calls.manager import CallManager
 from gateway.calls.service import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, WorkerLoad
 from gateway.cluster.load_board import LoadBoard
 from gateway.errors import AtCapacity, GatewayError, UnknownCall, WorkerUnavailable
+from gateway.metrics.counters import AGENT_HEALTH
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class Membership:
 
     def count_calls(self, calls: int) -> None:
         self.board.set_calls(self.index, calls)
+
+    def count_agent_health(self, counters: tuple[int, ...]) -> None:
+        self.board.set_counters(self.index, counters)
 
 
 class ClusterCalls:
@@ -137,7 +141,9 @@ class ClusterCalls:
         """Every worker by index (None: not serving); this one's count straight
         from its calls, the fresher reading."""
         slots = [self._member.board.slot(i) for i in range(len(self._member.shares))]
-        slots[self._member.index] = WorkerLoad(os.getpid(), self._local.live_calls)
+        slots[self._member.index] = WorkerLoad(
+            os.getpid(), self._local.live_calls, AGENT_HEALTH.values()
+        )
         return slots
 
     def _owner(self, call_id: str) -> int:

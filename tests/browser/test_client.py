@@ -345,7 +345,7 @@ class FailingSession:
 class FailingConnector:
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[Any]:
         yield FailingSession()
 

@@ -16,11 +16,13 @@ from google.genai import types
 from gateway.adk.live_config import (
     LiveConfigError,
     LiveSettings,
-    build_run_config,
     gemini_credentials,
     load_live_settings,
     merged_environ,
 )
+from gateway.adk.live_models import other_live_model
+from gateway.adk.live_plan import LivePlan
+from gateway.adk.run_config import build_run_config
 
 
 def test_defaults_resume_compress_and_transcribe() -> None:
@@ -39,7 +41,7 @@ def test_defaults_resume_compress_and_transcribe() -> None:
 def test_every_variable_reaches_the_run_config() -> None:
     settings = load_live_settings(
         {
-            "GATEWAY_GEMINI_MODEL": "gemini-live-2.5-flash-preview",
+            "GATEWAY_GEMINI_MODEL": "gemini-3.8-live",
             "GATEWAY_GEMINI_VOICE": "Kore",
             "GATEWAY_GEMINI_LANGUAGE": "de-DE",
             "GATEWAY_GEMINI_VAD_START_SENSITIVITY": "low",
@@ -50,7 +52,7 @@ def test_every_variable_reaches_the_run_config() -> None:
             "GATEWAY_GEMINI_COMPRESSION_TARGET_TOKENS": "10000",
         }
     )
-    assert settings.model == "gemini-live-2.5-flash-preview"
+    assert settings.model == "gemini-3.8-live"
     config = build_run_config(settings, text_mode=False, resumption_handle="h7")
     assert config.session_resumption == types.SessionResumptionConfig(handle="h7")
     assert config.speech_config is not None
@@ -73,10 +75,17 @@ def test_every_variable_reaches_the_run_config() -> None:
 
 def test_text_mode_and_switches_off() -> None:
     settings = LiveSettings(session_resumption=False, context_compression=False, voice="Puck")
-    config = build_run_config(settings, text_mode=True)
+    text_model = LivePlan(model=other_live_model("scripted-live"))
+    config = build_run_config(settings, text_mode=True, plan=text_model)
     assert config.response_modalities == [types.Modality.TEXT]
     assert config.session_resumption is None
     assert config.context_window_compression is None
+    assert config.speech_config is None
+    # Every current Gemini Live model answers in AUDIO only: text mode asks for audio
+    # and is served from its output transcription.
+    config = build_run_config(settings, text_mode=True)
+    assert config.response_modalities == [types.Modality.AUDIO]
+    assert config.output_audio_transcription is not None
     assert config.speech_config is None
 
 

@@ -73,7 +73,7 @@ class FakeAgentConnector:
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, *, user_id: str, session_id: str | None, modality: Modality
+        self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[FakeAgentSession]:
         if session_id is not None and session_id not in self.known_sessions:
             raise UnknownSession("no conversation with that session_id")
