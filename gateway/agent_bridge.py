@@ -2,16 +2,23 @@
 
 Implements `AgentConnector` / `AgentSession` (gateway/agent_api.py) with an ADK
 agent: caller PCM and text go into a `LiveRequestQueue`; ADK events come out as the
-gateway's agent events. Speaks PCM bytes with explicit sample rates; knows nothing
-of aiortc or HTTP. ADK plugins (models, agents, session services) live under
-`gateway/models`, `gateway/agents` and `gateway/adk`.
+gateway's agent events (`adk/event_translation.py`). Speaks PCM bytes with explicit
+sample rates; knows nothing of aiortc or HTTP. ADK plugins (models, agents, session
+services) live under `gateway/models`, `gateway/agents` and `gateway/adk`.
 
-Resilience (docs/gemini-live.md): ADK reconnects by itself on goAway and on some
-drops, but not after an update without a handle, nor when a reconnect's connect
-fails. So each session keeps the newest non-empty resumption handle and, when
-`run_live` ends or fails for a retryable reason while the call is up, runs it again
-on the same request queue with that handle (bounded, with backoff). Caller audio
-waits in the bounded queue meanwhile.
+The connector checks the settings against the agent's live model and configures the
+agent for it once (`adk/live_plan.py`). Each session owns two tasks:
+- `{call}/agent`: resilience (docs/gemini-live.md). ADK reconnects by itself on goAway
+  and on some drops, but not after an update without a handle, nor when a
+  reconnect's connect fails. So each session keeps the newest non-empty resumption
+  handle and, when `run_live` ends or fails for a retryable reason while the call is
+  up, runs it again on the same request queue with that handle (bounded, with
+  backoff). Caller audio waits in the bounded queue meanwhile.
+- `{call}/stall-watch` (Gemini models): the stall watchdog (`adk/stall_watchdog.py`)
+  nudges a model that went quiet where it should speak, then rotates its upstream
+  connection (the same resumption path), counting both in `/stats`.
+Both tasks and their upstream connection end with the call (`aclose`). One module,
+because both own the same `run_live` and request queue.
 """
 
 from __future__ import annotations
@@ -21,11 +28,10 @@ import contextlib
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from google.adk.agents import BaseAgent
 from google.adk.agents.live_request_queue import LiveRequestQueue
-from google.adk.agents.run_config import RunConfig
 from google.adk.events import Event
 from google.adk.runners import Runner
 from google.adk.sessions import BaseSessionService
@@ -36,8 +42,8 @@ from gateway.adk.event_translation import event_signals, translate_event
 from gateway.adk.live_config import LiveSettings
 from gateway.adk.live_plan import LivePlan, apply_to_agent, plan_for_agent
 from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
-from gateway.adk.resumption import HandleKeeper, latest_handle
-from gateway.adk.run_config import build_run_config
+from gateway.adk.resumption import HandleKeeper, open_conversation
+from gateway.adk.run_config import RunConfigFactory, live_run_config_factory
 from gateway.adk.stall_watchdog import Recovery, StallKind, StallWatchdog, Step, watch
 from gateway.adk.upstream import UpstreamFailure, classify, refusal_message
 from gateway.agent_api import (
@@ -46,7 +52,7 @@ from gateway.agent_api import (
     Modality,
 )
 from gateway.audio.formats import AGENT_INPUT_MIME
-from gateway.errors import AgentUnavailable, UnknownSession
+from gateway.errors import AgentUnavailable
 from gateway.metrics.counters import AGENT_HEALTH
 
 logger = logging.getLogger(__name__)
@@ -61,20 +67,6 @@ EVENT_QUEUE_SIZE = 256
 CLOSE_TIMEOUT_S = 3.0
 #: The stall watchdog's nudge: a blank turn (see gateway/adk/stall_watchdog.py).
 NUDGE_TEXT = " "
-
-#: (modality, resumption handle) -> the RunConfig of one `run_live`.
-RunConfigFactory = Callable[[Modality, str | None], RunConfig]
-
-
-def live_run_config_factory(settings: LiveSettings, plan: LivePlan) -> RunConfigFactory:
-    """RunConfigs from the Gemini Live settings (transcription, VAD, resumption...),
-    with what `plan`'s model takes."""
-
-    def factory(modality: Modality, handle: str | None) -> RunConfig:
-        text_mode = modality is Modality.TEXT
-        return build_run_config(settings, text_mode=text_mode, resumption_handle=handle, plan=plan)
-
-    return factory
 
 
 def load_agent(spec: str) -> BaseAgent:
@@ -387,7 +379,14 @@ class AdkAgentConnector:
         self, *, user_id: str, session_id: str | None, modality: Modality, call_id: str = ""
     ) -> AsyncIterator[AdkAgentSession]:
         await self._check_upstream()
-        session_id, handle = await self._resolve_session(user_id, session_id)
+        session_id, handle = await open_conversation(
+            self.session_service,
+            app_name=self.app_name,
+            user_id=user_id,
+            session_id=session_id,
+            resume=self.live.session_resumption,
+            handle_max_age_s=self.live.handle_max_age_s,
+        )
         session = AdkAgentSession(
             self._runner,
             user_id,
@@ -405,6 +404,18 @@ class AdkAgentConnector:
         finally:
             await session.aclose()
 
+    async def probe_upstream(self) -> tuple[UpstreamFailure, str] | None:
+        """At start-up: open and close one Live connection; (the failure, what to tell
+        the operator) if the Live API refused it, None if it served it or this agent
+        does not run on Gemini."""
+        if self._check is None:
+            return None
+        try:
+            await self._check.ensure()
+        except UpstreamUnavailable as exc:
+            return exc.failure, refusal_message(exc.failure, self.plan.model.id)
+        return None
+
     async def _check_upstream(self) -> None:
         """Refuse the call (503, before the answer) when the Live API will not serve it."""
         if self._check is None:
@@ -413,30 +424,6 @@ class AdkAgentConnector:
             await self._check.ensure()
         except UpstreamUnavailable as exc:
             raise AgentUnavailable(refusal_message(exc.failure, self.plan.model.id)) from exc
-
-    async def _resolve_session(
-        self, user_id: str, session_id: str | None
-    ) -> tuple[str, str | None]:
-        """(session id, newest stored resumption handle) of a new or continued session."""
-        try:
-            if session_id is not None:
-                found = await self.session_service.get_session(
-                    app_name=self.app_name, user_id=user_id, session_id=session_id
-                )
-                if found is None:
-                    raise UnknownSession("no conversation with that session_id")
-                if not self.live.session_resumption:
-                    return session_id, None
-                return session_id, latest_handle(found, max_age_s=self.live.handle_max_age_s)
-            created = await self.session_service.create_session(
-                app_name=self.app_name, user_id=user_id
-            )
-            return created.id, None
-        except UnknownSession:
-            raise
-        except Exception as exc:  # boundary: the session store is down or misconfigured
-            logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
-            raise AgentUnavailable("the conversation store is unavailable") from exc
 
     async def close(self) -> None:
         await self._runner.close()

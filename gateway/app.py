@@ -126,6 +126,20 @@ def build_adk_connector(settings: Settings) -> AdkAgentConnector:
     return AdkAgentConnector(agent, session_service, app_name=settings.app_name, live=live)
 
 
+async def check_live_api(connector: AdkAgentConnector) -> None:
+    """A model the Live API does not serve, credentials it refuses or a setup it
+    rejects stop start-up, naming the cause; an API that cannot be reached right now
+    only gets a warning (calls are refused with 503 until it can)."""
+    refused = await connector.probe_upstream()
+    if refused is None:
+        return
+    failure, message = refused
+    if failure.retryable:
+        logger.warning("Gemini Live API check at start-up failed: %s", message)
+        return
+    raise StartupError(message)
+
+
 def freeze_startup_heap() -> None:
     """Keep the collector off the objects start-up made (ADK, pydantic, google-genai:
     ~150,000). A full collection walks them all, ~45 ms with the whole process
@@ -136,12 +150,14 @@ def freeze_startup_heap() -> None:
 
 
 def add_adk_lifecycle(app: web.Application, connector: AdkAgentConnector) -> None:
-    """Check the session store at start-up (fail fast); close runner and store at exit."""
+    """Check the session store and the Gemini Live API at start-up (fail fast on what
+    cannot work); close runner and store at exit."""
     from gateway.adk.sessions import check_session_service, close_session_service
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await check_session_service(connector.session_service, app_name=connector.app_name)
         logger.info("session store ready")
+        await check_live_api(connector)
         freeze_startup_heap()
         yield
         await connector.close()

@@ -6,17 +6,22 @@ update *clears* ADK's handle, and a connection dropped mid-reply then ends
 `run_live` with an error instead of reconnecting. `HandleKeeper` keeps the newest
 non-empty handle instead. ADK's session service persists the update events, so
 `latest_handle` finds the newest handle of a conversation in a later call, in any
-process. Handles are valid for 2 hours on the server.
-An ADK-facing helper: imports google.adk types only.
+process (`open_conversation`). Handles are valid for 2 hours on the server.
+An ADK-facing helper: imports google.adk types and the gateway's errors.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from google.adk.events import Event
-from google.adk.sessions import Session
+from google.adk.sessions import BaseSessionService, Session
+
+from gateway.errors import AgentUnavailable, UnknownSession
+
+logger = logging.getLogger(__name__)
 
 
 def handle_of(event: Event) -> str | None:
@@ -54,3 +59,34 @@ class HandleKeeper:
             self.empty_updates += 1
         else:
             self.handle = handle
+
+
+async def open_conversation(
+    service: BaseSessionService,
+    *,
+    app_name: str,
+    user_id: str,
+    session_id: str | None,
+    resume: bool,
+    handle_max_age_s: float,
+) -> tuple[str, str | None]:
+    """(session id, newest stored resumption handle) of a new conversation, or of the
+    existing `session_id` (`UnknownSession` if there is none); a store that fails is
+    `AgentUnavailable`."""
+    try:
+        if session_id is not None:
+            found = await service.get_session(
+                app_name=app_name, user_id=user_id, session_id=session_id
+            )
+            if found is None:
+                raise UnknownSession("no conversation with that session_id")
+            if not resume:
+                return session_id, None
+            return session_id, latest_handle(found, max_age_s=handle_max_age_s)
+        created = await service.create_session(app_name=app_name, user_id=user_id)
+        return created.id, None
+    except UnknownSession:
+        raise
+    except Exception as exc:  # boundary: the session store is down or misconfigured
+        logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
+        raise AgentUnavailable("the conversation store is unavailable") from exc

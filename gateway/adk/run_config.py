@@ -5,6 +5,8 @@ An ADK-facing helper: imports google.adk's `RunConfig` and google.genai types.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # The import ADK's documentation gives (adk-docs runtime/runconfig.md); the module does
 # not re-export StreamingMode explicitly, hence the ignore (mypy's no-implicit-reexport).
 from google.adk.agents.run_config import RunConfig, StreamingMode  # type: ignore[attr-defined]
@@ -13,6 +15,21 @@ from google.genai import types
 from gateway.adk.live_config import LiveSettings
 from gateway.adk.live_models import live_model
 from gateway.adk.live_plan import LivePlan, plan_live_session
+from gateway.agent_api import Modality
+
+#: (modality, resumption handle) -> the RunConfig of one `run_live`.
+RunConfigFactory = Callable[[Modality, str | None], RunConfig]
+
+
+def live_run_config_factory(settings: LiveSettings, plan: LivePlan) -> RunConfigFactory:
+    """RunConfigs from the Gemini Live settings (transcription, VAD, resumption...),
+    with what `plan`'s model takes."""
+
+    def factory(modality: Modality, handle: str | None) -> RunConfig:
+        text_mode = modality is Modality.TEXT
+        return build_run_config(settings, text_mode=text_mode, resumption_handle=handle, plan=plan)
+
+    return factory
 
 
 def build_run_config(

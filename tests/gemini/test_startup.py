@@ -2,8 +2,9 @@
 cannot work, saying which, instead of failing on the first call.
 
 Pins down: a URL of an unsupported database, an unreachable PostgreSQL server, a bad
-`GATEWAY_GEMINI_*` value and half a Vertex AI configuration each end the process
-with a non-zero status and a one-line reason (no traceback, no password).
+`GATEWAY_GEMINI_*` value, half a Vertex AI configuration, a retired live model and a
+setting the live model refuses each end the process with a non-zero status and a
+one-line reason (no traceback, no password), within seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from tests.support import REPO_ROOT
         ),
         ({"GATEWAY_GEMINI_VAD_SILENCE_MS": "-5"}, "GATEWAY_GEMINI_VAD_SILENCE_MS"),
         ({"GOOGLE_GENAI_USE_VERTEXAI": "true"}, "GOOGLE_CLOUD_PROJECT"),
+        (
+            {
+                "GOOGLE_API_KEY": "k",
+                "GATEWAY_GEMINI_MODEL": "gemini-2.5-flash-native-audio-preview-09-2025",
+            },
+            "gemini-2.5-flash-native-audio-preview-09-2025 was shut down",
+        ),
+        (
+            {"GOOGLE_API_KEY": "k", "GATEWAY_GEMINI_THINKING_LEVEL": "high"},
+            "gemini-3.8-live does not accept: GATEWAY_GEMINI_THINKING_LEVEL",
+        ),
     ],
 )
 async def test_bad_settings_stop_start_up(env: dict[str, str], reason: str) -> None:
