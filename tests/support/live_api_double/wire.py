@@ -1,4 +1,4 @@
-"""Wire-format facts of the Live API double: endpoint paths, refusals, base64, logs.
+"""Wire-format facts of the Live API double: endpoint paths, closes, keys, base64, logs.
 
 Imports only the standard library and websockets.
 """
@@ -6,6 +6,7 @@ Imports only the standard library and websockets.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -18,12 +19,13 @@ PATHS = {
     for v in API_VERSIONS
 }
 BAD_KEY_CLOSE = (1007, "API key not valid. Please pass a valid API key.")
-DEFAULT_MODELS = frozenset(
-    {
-        "gemini-live-2.5-flash-preview",
-        "gemini-2.5-flash-native-audio-preview-09-2025",
-        "gemini-2.0-flash-live-001",
-    }
+#: A setup field the model does not accept (python-genai #865: "even if you're setting
+#: the field to False"; adk-python #5075 for 3.1).
+INVALID_ARGUMENT_CLOSE = (1007, "Request contains an invalid argument.")
+#: Caller media in the pre-3.x `mediaChunks` form, mid-session (adk-python #5075).
+MEDIA_CHUNKS_CLOSE = (
+    1007,
+    "realtime_input.media_chunks is deprecated. Use audio, video, or text instead.",
 )
 _MAX_CLOSE_REASON_BYTES = 123
 
@@ -36,6 +38,27 @@ def unknown_model_close(model: str, api_version: str) -> tuple[int, str]:
         "their supported methods."
     )
     return 1008, reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+def snake(name: str) -> str:
+    """`thinkingLevel` -> `thinking_level`."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def has(message: Mapping[str, Any], name: str) -> bool:
+    """Whether `message` carries `name` in either spelling."""
+    return name in message or snake(name) in message
+
+
+def field(message: Mapping[str, Any], name: str) -> Any:
+    """`name` (camelCase) or its snake_case spelling, else None.
+
+    google-genai 2.34 mixes both on the wire: `realtime_input`, `client_content`,
+    `tool_response` and `mime_type`, but `thinkingConfig` holding `thinking_level` and
+    `proactivity` holding `proactive_audio` (captured from the client, see the tests).
+    """
+    value = message.get(name)
+    return message.get(snake(name)) if value is None else value
 
 
 def check_path(_conn: ServerConnection, request: Request) -> Response | None:
