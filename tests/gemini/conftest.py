@@ -15,7 +15,7 @@ import pytest
 from tests.support.live_api_double import LiveApiDouble, SelfSignedCert, make_self_signed_cert
 
 GOOD_KEY = "test-key-good"
-LIVE_MODEL = "gemini-live-2.5-flash-preview"
+LIVE_MODEL = "gemini-3.8-live"
 
 
 @pytest.fixture(scope="session")
