@@ -140,7 +140,8 @@ async def test_call_survives_an_abrupt_drop_mid_reply(
         ("bad_key", "invalid API key"),
         (
             "unknown_model",
-            "does not serve model gemini-no-such-model (close code 1008); live models this gateway knows: gemini-3.8-live",
+            "does not serve model gemini-no-such-model (close code 1008); "
+            "live models this gateway knows: gemini-3.8-live",
         ),
         ("refused", "could not be reached"),
         ("silent", "could not be reached"),
