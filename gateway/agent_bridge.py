@@ -293,10 +293,12 @@ class AdkAgentSession:
         if watchdog is None:
             return
         now, signals, recovered = _now(), event_signals(event), watchdog.recovered
-        if signals.tool_called:
-            watchdog.tool_called()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: watchdog sees %s", self._name, signals)
         if signals.output:
             watchdog.output(now, audio_s=signals.audio_s)
+        if signals.tool_called:
+            watchdog.tool_called()
         if signals.tool_result:
             watchdog.tool_result_sent(now, silent=signals.tool_result_silent)
         if signals.user_turn_ended:

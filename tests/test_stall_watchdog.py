@@ -131,3 +131,20 @@ def test_output_after_a_nudge_is_a_recovery(dog: StallWatchdog) -> None:
     dog.turn_ended(TIMEOUT + 1.5)
     assert dog.recovered == 1
     assert dog.deadline() is None
+
+
+def test_a_tool_result_during_the_models_filler_is_due_after_it(dog: StallWatchdog) -> None:
+    """NON_BLOCKING: the model says "let me check" while the tool runs; the result comes
+    back mid-filler (WHEN_IDLE): the filler is not the answer."""
+    dog.user_turn_ended(10.0)
+    dog.output(10.1)
+    dog.tool_called()
+    dog.output(10.2, audio_s=1.0)  # "let me check"
+    dog.tool_result_sent(10.3, silent=False)
+    dog.output(10.4, audio_s=0.04)  # still the filler
+    assert dog.deadline() == 10.2 + 1.0 + 0.04 + TIMEOUT  # the filler itself may still stall
+    dog.turn_ended(11.5)  # the filler is done: now the result is due
+    assert dog.deadline() == 11.5 + TIMEOUT
+    recovery = dog.due(11.5 + TIMEOUT)
+    assert recovery is not None
+    assert recovery.kind is StallKind.AFTER_TOOL

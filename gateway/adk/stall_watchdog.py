@@ -73,6 +73,7 @@ class StallWatchdog:
         self._next_step = Step.NUDGE
         self._due_now = False
         self._heard_until = 0.0
+        self._tool_answer_due = False
         #: Stalls ended by model output after a recovery step.
         self.recovered = 0
 
@@ -92,12 +93,20 @@ class StallWatchdog:
         as the tool takes)."""
         self._tool_running = True
         self._awaiting = None
+        self._replying = False  # a call is not speech: only what is said after it is
 
     def tool_result_sent(self, now: float, *, silent: bool) -> None:
-        """A tool result went back; unless scheduled SILENT, the model should speak."""
+        """A tool result went back; unless scheduled SILENT, the model should speak.
+        If it is still speaking (a NON_BLOCKING call's "let me check"), that speech is
+        not the answer: the result is due once that turn ends (WHEN_IDLE) or is
+        interrupted for it (INTERRUPT)."""
         self._tool_running = False
-        if not silent:
-            self._turn_has_output = self._replying = False
+        if silent:
+            return
+        if self._replying:
+            self._tool_answer_due = True
+        else:
+            self._turn_has_output = False
             self._expect(StallKind.AFTER_TOOL, now)
 
     def output(self, now: float, *, audio_s: float = 0.0) -> None:
@@ -116,13 +125,16 @@ class StallWatchdog:
         """`turn_complete` (or `interrupted`): an empty completed turn where output
         was due is a stall at once."""
         empty = self._awaiting is not None and not self._turn_has_output and not interrupted
-        kind = self._awaiting
         self._turn_has_output = self._replying = False
-        if empty and kind is not None and self._recovering is None:
+        if empty and self._recovering is None:
             self._start_recovery(StallKind.EMPTY_TURN, now)
             self._due_now = True
         elif not empty:
             self._awaiting = None
+        if self._tool_answer_due:
+            self._tool_answer_due = False
+            if self._recovering is None:
+                self._expect(StallKind.AFTER_TOOL, now)
 
     # -- what the session must do -------------------------------------------
     def deadline(self) -> float | None:

@@ -2,7 +2,9 @@
 
 The real google-genai client (under ADK's `Gemini` model) reaches the double with no
 code change, through the variables it reads when it is built: `GOOGLE_API_KEY`,
-`GOOGLE_GEMINI_BASE_URL` and `SSL_CERT_FILE`.
+`GOOGLE_GEMINI_BASE_URL` and `SSL_CERT_FILE`. The double plays `gemini-3.8-live` unless
+a test module parametrizes `generation` (the end-to-end suites run against both
+current generations).
 """
 
 from __future__ import annotations
@@ -12,10 +14,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live_api_double import LiveApiDouble, SelfSignedCert, make_self_signed_cert
+from tests.support.live_api_double import (
+    GENERATION_MODELS,
+    Generation,
+    LiveApiDouble,
+    SelfSignedCert,
+    make_self_signed_cert,
+)
 
 GOOD_KEY = "test-key-good"
-LIVE_MODEL = "gemini-3.8-live"
+LIVE_MODEL = GENERATION_MODELS["3.8"]
+#: Both current generations, for `pytest.mark.parametrize("generation", GENERATIONS)`.
+GENERATIONS: tuple[Generation, ...] = ("3.8", "3.1")
+
+
+@pytest.fixture
+def generation() -> Generation:
+    """Which model the double plays (parametrize to run a module against others)."""
+    return "3.8"
+
+
+@pytest.fixture
+def live_model_id(generation: Generation) -> str:
+    return GENERATION_MODELS[generation]
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +45,12 @@ def double_cert(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedCert:
 
 
 @pytest.fixture
-async def live_double(double_cert: SelfSignedCert) -> AsyncIterator[LiveApiDouble]:
-    async with LiveApiDouble(double_cert, accepted_api_keys=frozenset({GOOD_KEY})) as double:
+async def live_double(
+    double_cert: SelfSignedCert, generation: Generation
+) -> AsyncIterator[LiveApiDouble]:
+    async with LiveApiDouble(
+        double_cert, accepted_api_keys=frozenset({GOOD_KEY}), generation=generation
+    ) as double:
         yield double
 
 

@@ -32,15 +32,20 @@ from google.adk.sessions import InMemorySessionService
 
 from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
-from tests.gemini.conftest import LIVE_MODEL
+from tests.gemini.conftest import GENERATIONS
 from tests.support.live_api_double import LiveApiDouble, LiveConnection
 from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
+#: Every test here runs against both current model generations of the double.
+pytestmark = pytest.mark.parametrize("generation", GENERATIONS)
+
 
 @pytest.fixture
-async def gemini_connector(gemini_env: LiveApiDouble) -> AsyncIterator[AdkAgentConnector]:
-    agent = Agent(name="gemini_agent", model=Gemini(model=LIVE_MODEL), instruction="Be brief.")
-    live = LiveSettings(model=LIVE_MODEL, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
+async def gemini_connector(
+    gemini_env: LiveApiDouble, live_model_id: str
+) -> AsyncIterator[AdkAgentConnector]:
+    agent = Agent(name="gemini_agent", model=Gemini(model=live_model_id), instruction="Be brief.")
+    live = LiveSettings(model=live_model_id, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
     connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="t", live=live)
     yield connector
     await connector.close()
@@ -152,10 +157,11 @@ async def test_upstream_refusal_is_a_503_before_the_answer(
     start_gateway: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
     silent_port: int,
+    live_model_id: str,
     breakage: str,
     cause: str,
 ) -> None:
-    model = "gemini-no-such-model" if breakage == "unknown_model" else LIVE_MODEL
+    model = "gemini-no-such-model" if breakage == "unknown_model" else live_model_id
     if breakage == "bad_key":
         monkeypatch.setenv("GOOGLE_API_KEY", "wrong")
     if breakage in ("refused", "silent"):

@@ -588,7 +588,9 @@ async def test_empty_turn_stall_then_a_nudge_gets_the_reply(
         await speak(session)
         await inbox.until(lambda i: i.turn_completes == 1)
         conn = live_double.connections[0]
-        assert server_contents(conn.sent) == [{"turnComplete": True}]  # bare: no words, no audio
+        heard, completed = server_contents(conn.sent)
+        assert heard["inputTranscription"]["finished"] is True  # the turn was heard...
+        assert completed == {"turnComplete": True}  # ...then a bare turnComplete: no words
         await quiet(conn)
         if nudge == "realtime_text":
             await session.send_realtime_input(text=".")

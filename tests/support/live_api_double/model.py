@@ -74,6 +74,10 @@ class ScriptedModel:
         await self._deliver_owed()
         self._pending = None  # a new turn supersedes a stalled one
         stall = self.conn.take_stall("turn")
+        if stall in ("empty_turn", "silent"):
+            # As reported (python-genai #2117, cookbook #1346): the turn is heard and
+            # transcribed, then nothing comes, or a turnComplete with no content.
+            await self._transcribe(turn)
         if stall == "empty_turn":
             await self.conn.send({"serverContent": {"turnComplete": True}})
         if stall in ("empty_turn", "silent"):
@@ -81,6 +85,13 @@ class ScriptedModel:
             return
         self._cut_next = stall == "mid_reply"
         await self.answer(turn)
+
+    async def _transcribe(self, turn: UserTurn) -> None:
+        """Send a spoken turn's one final input transcription now (not with a reply)."""
+        if turn.kind == "audio" and turn is not self._transcribed:
+            self._transcribed = turn
+            message = {"inputTranscription": {"text": turn.text, "finished": True}}
+            await self.conn.send({"serverContent": message})
 
     async def on_nudge(self) -> None:
         if await self._deliver_owed():
