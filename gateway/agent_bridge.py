@@ -53,7 +53,7 @@ from gateway.agent_api import (
 )
 from gateway.audio.formats import AGENT_INPUT_MIME
 from gateway.errors import AgentUnavailable
-from gateway.metrics.counters import AGENT_HEALTH
+from gateway.metrics.counters import COUNTERS
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class AdkAgentSession:
         if signals.turn_complete or signals.interrupted:
             watchdog.turn_ended(now, interrupted=signals.interrupted)
         if watchdog.recovered > recovered:
-            AGENT_HEALTH.add("recovered")
+            COUNTERS.add("recovered")
             logger.info("%s: the model answered again after the stall", self._name)
         self._watch_wakeup.set()
 
@@ -314,21 +314,21 @@ class AdkAgentSession:
         """One recovery step from the watchdog: nudge, rotate, or give up."""
         if recovery.new_stall:
             self.stalls.append(recovery.kind)
-            AGENT_HEALTH.add(f"stalls_{recovery.kind.value}")
+            COUNTERS.add(f"stalls_{recovery.kind.value}")
             logger.info("%s: the model stalled (%s); nudging it", self._name, recovery.kind)
         if recovery.step is Step.NUDGE:
             self._nudge(recovery.kind)
         elif recovery.step is Step.ROTATE:
             self._rotate(recovery.kind)
         else:
-            AGENT_HEALTH.add("unrecovered")
+            COUNTERS.add("unrecovered")
             logger.warning("%s: the model stayed silent after a nudge and a new connection "
                            "(%s); waiting for the caller", self._name, recovery.kind)  # fmt: skip
 
     def _nudge(self, kind: StallKind) -> None:
         """A blank text turn: new user input to a 3.x model, a reply request to others."""
         self.nudges += 1
-        AGENT_HEALTH.add("nudges")
+        COUNTERS.add("nudges")
         self._requests.send_content(types.Content(role="user", parts=[types.Part(text=NUDGE_TEXT)]))
 
     def _rotate(self, kind: StallKind) -> None:
@@ -339,7 +339,7 @@ class AdkAgentSession:
             return
         logger.info("%s: still silent (%s); rotating the upstream connection", self._name, kind)
         self.rotations += 1
-        AGENT_HEALTH.add("rotations")
+        COUNTERS.add("rotations")
         self._rotating = True
         self._nudge_on_connect = kind
         run.cancel()

@@ -20,12 +20,17 @@ from aiohttp import web
 
 from gateway import signaling
 from gateway.agent_api import AgentConnector
+from gateway.auth.credentials import Authenticator
+from gateway.auth.http import EDGE_AUTH_KEY, EdgeAuth
+from gateway.auth.rate_limits import UsageLimits
+from gateway.calls.admission import Admission
+from gateway.calls.call import CallLimits
 from gateway.calls.manager import CallManager
 from gateway.calls.service import CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
-from gateway.metrics.counters import AGENT_HEALTH
+from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
 from gateway.websocket_transport import add_websocket_routes
 
@@ -48,22 +53,34 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
-    max_calls = settings.max_calls if member is None else member.share
+    app[EDGE_AUTH_KEY] = edge_auth(settings)
+    # One budget for calls and WebSockets: each holds a live agent session. A
+    # WebSocket stays on the worker that accepted it: the worker's share bounds both.
+    admission = Admission(
+        settings.max_calls if member is None else member.share,
+        per_user=settings.calls_per_user,
+        on_count=None if member is None else member.count_calls,
+    )
+    limits = CallLimits(
+        setup_timeout_s=settings.call_setup_timeout_s,
+        max_call_s=settings.max_call_s,
+        idle_s=settings.call_idle_s,
+        text_turns_per_s=settings.text_turns_per_s,
+    )
     manager = CallManager(
         connector,
         ice.rtc_configuration(settings.ice_servers),
-        max_calls=max_calls,
-        setup_timeout_s=settings.call_setup_timeout_s,
+        admission=admission,
+        limits=limits,
         allow_loopback_candidates=any(
             ipaddress.ip_address(a).is_loopback for a in settings.ice_addresses
         ),
         worker=0 if member is None else member.index,
-        on_count=None if member is None else member.count_calls,
     )
     app[LOCAL_CALLS_KEY] = manager
     service: CallService = manager
     if member is not None:
-        AGENT_HEALTH.on_change = member.count_agent_health
+        COUNTERS.on_change = member.count_counters
         cluster = ClusterCalls(manager, member)
         service = cluster
 
@@ -78,10 +95,28 @@ def create_app(
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
-    # A WebSocket stays on the worker that accepted it: its share bounds them.
-    add_websocket_routes(app, CONNECTOR_KEY, max_sockets=max_calls)
+    add_websocket_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
     _add_client_routes(app)
     return app
+
+
+def edge_auth(settings: Settings) -> EdgeAuth:
+    """How the edges check requests: credentials if any are configured (else anonymous
+    mode, loopback only unless `--no-auth`), usage limits unless anonymous on
+    loopback, and the allowed browser origins."""
+    authenticator = Authenticator.from_settings(
+        api_keys=settings.api_keys,
+        jwt_secret=settings.jwt_secret,
+        jwt_public_key=settings.jwt_public_key,
+    )
+    limits = None
+    if settings.authenticated or settings.no_auth:
+        limits = UsageLimits(
+            setups_per_address=settings.offers_per_minute,
+            setups_per_user=settings.user_offers_per_minute,
+            auth_failures_per_address=settings.auth_failures_per_minute,
+        )
+    return EdgeAuth(authenticator, limits, frozenset(settings.allowed_origins))
 
 
 def _add_client_routes(app: web.Application) -> None:

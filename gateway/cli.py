@@ -21,27 +21,31 @@ from gateway.errors import StartupError
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
-    fields = Settings.model_fields
+    """One `--flag` per setting (`--max-calls` for `max_calls`), as `GATEWAY_<NAME>` in
+    the environment; values are checked by `Settings`."""
     parser = argparse.ArgumentParser(
         prog="adk-webrtc-gateway",
         description="WebRTC media gateway for Google ADK live agents. Every option can "
-        "also be set in the environment as GATEWAY_<NAME> (or in a .env file).",
+        "also be set in the environment as GATEWAY_<NAME> (or in a .env file). "
+        "`adk-webrtc-gateway token --help` mints call tokens.",
     )
-    parser.add_argument("--host", help=fields["host"].description)
-    parser.add_argument("--port", type=int, help=fields["port"].description)
-    parser.add_argument("--agent", help=fields["agent"].description)
-    parser.add_argument("--workers", type=int, help=fields["workers"].description)
-    parser.add_argument("--max-calls", type=int, help=fields["max_calls"].description)
-    parser.add_argument("--ice-servers", help=fields["ice_servers"].description)
-    parser.add_argument("--ice-addresses", help=fields["ice_addresses"].description)
-    parser.add_argument("--log-level", help=fields["log_level"].description)
-    parser.add_argument("--session-url", help=fields["session_url"].description)
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=field.description)
+        else:
+            parser.add_argument(flag, help=field.description)
     args = vars(parser.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     load_dotenv(override=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:
+        from gateway.auth.token_command import token_command
+
+        sys.exit(token_command(argv[1:]))
     overrides = parse_args(argv)
     try:
         settings = load_settings(overrides)

@@ -6,8 +6,10 @@ environment, then defaults. Imports nothing from the media stack or ADK.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import (
@@ -87,6 +89,81 @@ class Settings(BaseModel):
         "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
     )
 
+    # Issue 12 (safe on the internet): authentication and limits on use. Secrets are
+    # kept out of reprs; never log a Settings object's fields one by one either.
+    api_keys: tuple[str, ...] = Field(
+        (),
+        repr=False,
+        description="Static bearer keys for server-side callers, comma-separated; also "
+        "admin keys (`/stats`). At least 16 characters each.",
+    )
+    jwt_secret: str | None = Field(
+        None,
+        repr=False,
+        description="HS256 secret that call tokens are signed with (`python -m gateway "
+        "token` mints them); at least 32 characters.",
+    )
+    jwt_public_key: Path | None = Field(
+        None,
+        description="PEM public key (RS256/ES256) that call tokens are verified with, for "
+        "tokens an application's backend signs with its private key.",
+    )
+    no_auth: bool = Field(
+        False,
+        description="Serve anyone who can reach the port, on any address (explicit "
+        "opt-out; without any auth setting only loopback is served).",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="Browser origins allowed to call and to open WebSockets, "
+        "comma-separated (e.g. `https://app.example`); default: the gateway's own origin.",
+    )
+    client_token_url: str | None = Field(
+        None,
+        description="Where the served browser client gets its call token (an endpoint of "
+        'your app answering JSON `{"token": ...}`); see docs/auth.md.',
+    )
+    offers_per_minute: int = Field(
+        30, ge=1, description="Call and WebSocket set-ups per source address per minute."
+    )
+    user_offers_per_minute: int = Field(
+        20, ge=1, description="Call and WebSocket set-ups per authenticated user per minute."
+    )
+    auth_failures_per_minute: int = Field(
+        10, ge=1, description="Failed authentications per source address per minute."
+    )
+    calls_per_user: int = Field(
+        3, ge=1, description="Live calls and WebSocket sessions at once per user."
+    )
+    max_call_s: float = Field(
+        3600.0, gt=0, description="A call (or WebSocket session) is ended after this long."
+    )
+    call_idle_s: float = Field(
+        60.0,
+        gt=0,
+        description="A call whose caller sends no media and no message for this long is "
+        "ended (a caller gone without hanging up).",
+    )
+    text_turns_per_s: float = Field(
+        2.0, gt=0, description="Typed turns per second a call may send to the agent."
+    )
+
+    @model_validator(mode="after")
+    def _auth_or_loopback(self) -> Settings:
+        """Without authentication the gateway serves loopback only (secure by default)."""
+        if self.authenticated or self.no_auth or _is_loopback_host(self.host):
+            return self
+        raise ValueError(
+            f"refusing to serve {self.host} without authentication: set --api-keys, "
+            "--jwt-secret or --jwt-public-key (docs/auth.md), or --no-auth to serve anyone "
+            "who can reach the port"
+        )
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether callers must present a credential."""
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
+
     @model_validator(mode="before")
     @classmethod
     def _capacity_from_workers(cls, data: Any) -> Any:
@@ -99,7 +176,21 @@ class Settings(BaseModel):
             return data  # the `workers` field reports the mistake
         return {**data, "max_calls": max(workers, 1) * CALLS_PER_CORE}
 
-    @field_validator("ice_servers", "ice_addresses", mode="before")
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(len(key) < 16 for key in value):
+            raise ValueError("each API key needs at least 16 characters")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("the JWT secret needs at least 32 characters (RFC 7518 §3.2)")
+        return value
+
+    @field_validator("ice_servers", "ice_addresses", "api_keys", "allowed_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -113,6 +204,15 @@ class Settings(BaseModel):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(
@@ -129,7 +229,14 @@ def load_settings(
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each error as `field: reason` (or just the reason, for a rule over fields)."""
+    said = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        said.append(f"{where}: {reason}" if where else reason)
+    return "; ".join(said)

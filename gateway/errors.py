@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+#: The protection space of the gateway's bearer credentials (RFC 6750).
+REALM = "adk-webrtc-gateway"
 #: WebSocket close code for a failure of ours (RFC 6455 "internal error").
 WS_INTERNAL_ERROR = 1011
 #: WebSocket close codes for gateway errors: this plus the error's HTTP status.
@@ -86,6 +88,22 @@ class InvalidMessage(BadRequest, code="invalid_message"):
     """A data-channel, WebSocket or JSON message we cannot use."""
 
 
+class Unauthorized(GatewayError, code="unauthorized", http_status=401):
+    """No credential, or one that is not valid (bad signature, expired, unknown key)."""
+
+
+class Forbidden(GatewayError, code="forbidden", http_status=403):
+    """A valid credential that does not grant this resource."""
+
+
+class RateLimited(GatewayError, code="rate_limited", http_status=429, retry_after_s=10):
+    """Too many requests from this address or credential; retry after `retry_after_s`."""
+
+
+class TooManySessions(GatewayError, code="too_many_sessions", http_status=429, retry_after_s=30):
+    """The user has as many live calls as one user may; one must end first."""
+
+
 class UnsupportedMediaType(GatewayError, code="unsupported_media_type", http_status=415):
     """A body of another content type than the endpoint takes."""
 
@@ -130,9 +148,12 @@ class ErrorReply:
     unexpected: bool
 
     def http_headers(self) -> dict[str, str]:
-        if self.retry_after_s is None:
-            return {}
-        return {"Retry-After": str(self.retry_after_s)}
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        if self.http_status == 401:  # RFC 6750 §3: how to authenticate
+            headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+        return headers
 
     def http_body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}

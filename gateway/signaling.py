@@ -16,6 +16,8 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.agent_api import Modality
+from gateway.auth.http import EDGE_AUTH_KEY, granted_session
+from gateway.auth.principal import Principal
 from gateway.calls.service import CallService
 from gateway.errors import (
     BadRequest,
@@ -24,7 +26,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     error_reply,
 )
-from gateway.metrics.counters import agent_health_json
+from gateway.metrics.counters import counters_json
 from gateway.metrics.process_stats import process_stats, sibling_stats
 from gateway.wire.data_channel import ID_PATTERN, is_valid_id
 
@@ -35,7 +37,6 @@ MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
-DEFAULT_USER_ID = "anonymous"
 WORKER_HEADER = "X-Gateway-Worker"
 
 
@@ -101,14 +102,29 @@ def _query_mode(request: web.Request) -> Modality:
         raise BadRequest("mode must be audio or text") from None
 
 
+async def _caller(request: web.Request, *, user_id: str | None) -> Principal:
+    """Who is setting up a call: origin and credential checked, set-up rate counted
+    (before any body is read)."""
+    auth = request.app[EDGE_AUTH_KEY]
+    auth.check_origin(request)
+    principal = await auth.principal(request, user_id=user_id)
+    if auth.limits is not None:
+        await auth.limits.admit_setup(request.remote or "unknown", principal)
+    return principal
+
+
 async def post_calls(request: web.Request) -> web.Response:
     """WHIP-shaped: SDP offer in, 201 with the SDP answer and the call's Location."""
+    principal = await _caller(request, user_id=_query_id(request, "user_id"))
+    session_id = granted_session(principal, _query_id(request, "session_id"))
+    modality = _query_mode(request)
     sdp = await read_body(request, content_type=SDP_TYPE)
     answer = await request.app[CALLS_KEY].accept_offer(
         sdp,
-        user_id=_query_id(request, "user_id") or DEFAULT_USER_ID,
-        session_id=_query_id(request, "session_id"),
-        modality=_query_mode(request),
+        user_id=principal.user_id,
+        session_id=session_id,
+        modality=modality,
+        requester=principal,
     )
     location = f"/calls/{answer.call_id}"
     return web.Response(
@@ -125,6 +141,9 @@ async def post_calls(request: web.Request) -> web.Response:
 
 async def post_offer(request: web.Request) -> web.Response:
     """JSON convenience: `{"sdp", "type": "offer"}` in, `{"sdp", "type": "answer", ...}` out."""
+    auth = request.app[EDGE_AUTH_KEY]
+    auth.check_origin(request)
+    await auth.principal(request, user_id=None)  # no credential, no body read
     raw = await read_body(request, content_type="application/json")
     try:
         offer = OfferRequest.model_validate_json(raw)
@@ -132,11 +151,13 @@ async def post_offer(request: web.Request) -> web.Response:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+    principal = await _caller(request, user_id=offer.user_id)
     answer = await request.app[CALLS_KEY].accept_offer(
         offer.sdp,
-        user_id=offer.user_id or DEFAULT_USER_ID,
-        session_id=offer.session_id,
+        user_id=principal.user_id,
+        session_id=granted_session(principal, offer.session_id),
         modality=Modality(offer.mode),
+        requester=principal,
     )
     return web.json_response(
         {
@@ -149,15 +170,27 @@ async def post_offer(request: web.Request) -> web.Response:
     )
 
 
+async def _call_owner(request: web.Request) -> Principal:
+    """Who is acting on an existing call (its owner, or an admin key: checked by the
+    call service)."""
+    auth = request.app[EDGE_AUTH_KEY]
+    auth.check_origin(request)
+    return await auth.principal(request, user_id=None)
+
+
 async def patch_call(request: web.Request) -> web.Response:
     """Trickle ICE: add the caller's candidates (RFC 8840 sdpfrag)."""
+    requester = await _call_owner(request)
     sdpfrag = await read_body(request, content_type=SDPFRAG_TYPE)
-    await request.app[CALLS_KEY].add_candidates(request.match_info["call_id"], sdpfrag)
+    await request.app[CALLS_KEY].add_candidates(
+        request.match_info["call_id"], sdpfrag, requester=requester
+    )
     return web.Response(status=204)
 
 
 async def delete_call(request: web.Request) -> web.Response:
-    await request.app[CALLS_KEY].hang_up(request.match_info["call_id"])
+    requester = await _call_owner(request)
+    await request.app[CALLS_KEY].hang_up(request.match_info["call_id"], requester=requester)
     return web.Response(status=204)
 
 
@@ -172,20 +205,22 @@ async def healthz(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """The answering process's live calls, CPU seconds and resident memory (see
     `gateway.metrics.process_stats`), and the same for every worker under `workers`;
-    `agent`: the live sessions' stalls and recoveries summed over every worker
-    (`gateway.metrics.counters`), each worker's own under its entry."""
+    `agent` and `limits`: the live sessions' stalls and recoveries and the limits'
+    refusals, summed over every worker (`gateway.metrics.counters`), each worker's
+    own under its entry. An admin endpoint: an API key is required when auth is on."""
+    await request.app[EDGE_AUTH_KEY].admin(request)
     calls = request.app[CALLS_KEY]
     workers = calls.workers()
     readings = []
     for worker in workers:
         reading = sibling_stats(worker.pid, worker.calls)
         if reading is not None:
-            readings.append({**reading.as_json(), "agent": agent_health_json(worker.counters)})
+            readings.append({**reading.as_json(), **counters_json(worker.counters)})
     totals = tuple(map(sum, zip(*(w.counters for w in workers), strict=True))) if workers else ()
     return web.json_response(
         {
             **process_stats(calls.live_calls).as_json(),
-            "agent": agent_health_json(totals),
+            **counters_json(totals),
             "workers": readings,
         }
     )

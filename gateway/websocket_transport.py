@@ -21,18 +21,25 @@ or aiortc.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.agent_api import AgentConnector, AgentError, AgentSession
-from gateway.errors import AtCapacity, GatewayError, InvalidMessage, error_reply
+from gateway.auth.http import EDGE_AUTH_KEY, granted_session, websocket_protocols
+from gateway.auth.rate_limits import TokenBucket
+from gateway.calls.admission import Admission
+from gateway.calls.call import TEXT_TURN_BURST, CallLimits
+from gateway.errors import GatewayError, InvalidMessage, RateLimited, error_reply
+from gateway.metrics.counters import COUNTERS
 from gateway.signaling import error_response
 from gateway.wire.data_channel import error_message, session_message
 from gateway.wire.seed_websocket import (
     MAX_FRAME_BYTES,
     ClientAudio,
+    ClientText,
     SeedEncoder,
     SocketParams,
     parse_client_frame,
@@ -46,38 +53,56 @@ WS_PATH = "/ws/{user_id}"
 HEARTBEAT_S = 20.0
 #: Bound on closing a socket or waiting for its tasks to stop.
 CLOSE_TIMEOUT_S = 5.0
-#: Default bound on open sockets (each holds a live agent session).
-DEFAULT_MAX_SOCKETS = 20
 
 
 class WebSocketTransport:
-    """Serves `/ws/{user_id}` for one app; counts its open sockets."""
+    """Serves `/ws/{user_id}` for one app, within the process's session budget."""
 
     def __init__(
         self,
         connector_key: web.AppKey[AgentConnector],
         *,
-        max_sockets: int = DEFAULT_MAX_SOCKETS,
-        retry_after_s: int = 5,
+        admission: Admission,
+        limits: CallLimits | None = None,
     ) -> None:
         self._connector_key = connector_key
-        self._max_sockets = max_sockets
-        self._retry_after_s = retry_after_s
-        self.open_sockets = 0
-        #: Client frames answered with an `error` (malformed, unsupported type).
+        self._admission = admission
+        self._limits = limits or CallLimits()
+        #: Client frames answered with an `error` (malformed, unsupported type, too fast).
         self.rejected_frames = 0
+        #: Sockets with an agent session open now.
+        self.open_sockets = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Who asks and from which page are checked before the upgrade (an HTTP 401 or
+        403, and no socket); everything after is told on the socket."""
+        auth = request.app[EDGE_AUTH_KEY]
         try:
             params = parse_params(request.match_info["user_id"], dict(request.query))
+            auth.check_origin(request)
+            principal = await auth.principal(request, user_id=params.user_id, websocket=True)
+            session_id = granted_session(principal, params.session_id)
         except GatewayError as exc:
             return error_response(exc)
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES)
+        ws = web.WebSocketResponse(
+            heartbeat=HEARTBEAT_S,
+            max_msg_size=MAX_FRAME_BYTES,
+            protocols=websocket_protocols(request),
+        )
         await ws.prepare(request)
         socket_id = secrets.token_urlsafe(16)
         logger.info("ws %s: open (%s)", socket_id, params.modality.value)
         try:
-            await self._serve(ws, request.app[self._connector_key], params, socket_id)
+            if auth.limits is not None:
+                await auth.limits.admit_setup(request.remote or "unknown", principal)
+            ticket = self._admission.acquire(principal.user_id, exempt=principal.admin)
+            try:
+                params = dataclasses.replace(
+                    params, user_id=principal.user_id, session_id=session_id
+                )
+                await self._serve(ws, request.app[self._connector_key], params, socket_id)
+            finally:
+                ticket.release()
         except Exception as exc:  # boundary: the socket ends with a reason, never the app
             reply = error_reply(exc)
             if reply.unexpected:
@@ -98,10 +123,6 @@ class WebSocketTransport:
         params: SocketParams,
         socket_id: str,
     ) -> None:
-        if self.open_sockets >= self._max_sockets:
-            raise AtCapacity(
-                "too many open sessions; retry later", retry_after_s=self._retry_after_s
-            )
         self.open_sockets += 1
         try:
             async with connector.open_session(
@@ -113,7 +134,13 @@ class WebSocketTransport:
                 if params.events:
                     mode = params.modality.value
                     await ws.send_str(session_message(socket_id, session.session_id, mode))
-                await self._pump(ws, session, SeedEncoder(events=params.events), socket_id)
+                encoder = SeedEncoder(events=params.events)
+                try:
+                    async with asyncio.timeout(self._limits.max_call_s):
+                        await self._pump(ws, session, encoder, socket_id)
+                except TimeoutError:
+                    COUNTERS.add("ended_max_length")
+                    await _close(ws, WSCloseCode.OK, "maximum session length reached")
         finally:
             self.open_sockets -= 1
 
@@ -134,10 +161,23 @@ class WebSocketTransport:
             down.add_done_callback(lambda _: up.cancel())
 
     async def _uplink(self, ws: web.WebSocketResponse, session: AgentSession) -> None:
-        async for message in ws:
+        """Client frames to the agent until the socket closes or stays silent for the
+        idle limit; typed turns beyond the per-call rate get an `error`."""
+        turns = TokenBucket(self._limits.text_turns_per_s, TEXT_TURN_BURST)
+        loop = asyncio.get_running_loop()
+        while not ws.closed:
+            try:
+                message = await ws.receive(timeout=self._limits.idle_s)
+            except TimeoutError:
+                COUNTERS.add("ended_idle")
+                await _close(ws, WSCloseCode.OK, "idle")
+                return
             if message.type is WSMsgType.TEXT:
                 try:
                     item = parse_client_frame(message.data)
+                    if isinstance(item, ClientText) and not turns.take(loop.time()):
+                        COUNTERS.add("text_turns_dropped")
+                        raise RateLimited("too many typed turns; slow down", retry_after_s=1)
                 except GatewayError as exc:
                     await self._reject(ws, exc)
                     continue
@@ -149,6 +189,8 @@ class WebSocketTransport:
                 await self._reject(ws, InvalidMessage("binary frames are not part of the protocol"))
             elif message.type is WSMsgType.ERROR:
                 logger.info("ws: receive failed: %s", ws.exception())
+                return
+            elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return
 
     async def _reject(self, ws: web.WebSocketResponse, exc: GatewayError) -> None:
@@ -197,10 +239,12 @@ def add_websocket_routes(
     app: web.Application,
     connector_key: web.AppKey[AgentConnector],
     *,
-    max_sockets: int = DEFAULT_MAX_SOCKETS,
+    admission: Admission,
+    limits: CallLimits | None = None,
 ) -> WebSocketTransport:
-    """Serve the seed's `/ws/{user_id}` on `app` with the agent under `connector_key`."""
-    transport = WebSocketTransport(connector_key, max_sockets=max_sockets)
+    """Serve the seed's `/ws/{user_id}` on `app` with the agent under `connector_key`,
+    within the session budget `admission` (shared with the calls)."""
+    transport = WebSocketTransport(connector_key, admission=admission, limits=limits)
     app[TRANSPORT_KEY] = transport
     app.router.add_get(WS_PATH, transport.handle)
     return transport

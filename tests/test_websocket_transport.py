@@ -39,6 +39,8 @@ from gateway.agent_api import (
     Transcript,
     TurnComplete,
 )
+from gateway.auth.http import EDGE_AUTH_KEY, EdgeAuth
+from gateway.calls.admission import Admission
 from gateway.errors import AgentUnavailable, GatewayError, UnknownSession
 from gateway.websocket_transport import WebSocketTransport, add_websocket_routes
 
@@ -130,7 +132,8 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, WebSock
     ) -> tuple[Client, WebSocketTransport]:
         app = web.Application()
         app[CONNECTOR_KEY] = connector
-        transport = add_websocket_routes(app, CONNECTOR_KEY, max_sockets=max_sockets)
+        app[EDGE_AUTH_KEY] = EdgeAuth(None, None, frozenset())  # anonymous, as on loopback
+        transport = add_websocket_routes(app, CONNECTOR_KEY, admission=Admission(max_sockets))
         client: Client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

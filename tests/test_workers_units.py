@@ -18,7 +18,7 @@ from gateway.calls.service import WorkerLoad
 from gateway.cluster.load_board import LoadBoard
 from gateway.cluster.supervisor import WorkerSpec, split_capacity
 from gateway.config import CALLS_PER_CORE, ConfigError, load_settings, usable_cores
-from gateway.metrics.counters import AGENT_HEALTH_NAMES
+from gateway.metrics.counters import COUNTER_NAMES
 
 
 def test_call_ids_name_their_worker_and_stay_unguessable() -> None:
@@ -60,12 +60,12 @@ def test_load_board_is_shared_through_its_descriptor() -> None:
         board.set_serving(1, 4242)
         board.set_calls(1, 5)
         other.set_calls(2, 9)  # not serving yet: counted, not listed
-        zero = (0,) * len(AGENT_HEALTH_NAMES)
+        zero = (0,) * len(COUNTER_NAMES)
         assert other.serving() == {1: WorkerLoad(4242, 5, zero)}
         assert board.slot(2) is None
         board.set_serving(2, 4343)
         assert other.slot(2) == WorkerLoad(4343, 9, zero)
-        counters = tuple(range(1, len(AGENT_HEALTH_NAMES) + 1))
+        counters = tuple(range(1, len(COUNTER_NAMES) + 1))
         other.set_counters(2, counters)  # a worker's stall counters, seen by its siblings
         assert board.slot(2) == WorkerLoad(4343, 9, counters)
         board.clear(1)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
@@ -26,15 +27,32 @@ from gateway.agent_api import (
     AgentSession,
     Transcript,
 )
+from gateway.auth.rate_limits import TokenBucket
 from gateway.calls.caller_channel import CallerChannel
 from gateway.calls.service import HANGUP_TIMEOUT_S, Answer, CallRequest
-from gateway.errors import GatewayError, error_reply
+from gateway.errors import GatewayError, RateLimited, error_reply
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
+from gateway.metrics.counters import COUNTERS
 from gateway.rtc import peer_connection
 from gateway.rtc.receive_path import caller_audio_track
 from gateway.wire import data_channel
 
 logger = logging.getLogger(__name__)
+
+
+#: Typed turns a call may send at once before `CallLimits.text_turns_per_s` applies.
+TEXT_TURN_BURST = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long a call may take to connect, last and stay silent, and how fast it
+    may type (`gateway.config.Settings` has the operator's values)."""
+
+    setup_timeout_s: float = 30.0
+    max_call_s: float = 3600.0
+    idle_s: float = 60.0
+    text_turns_per_s: float = 2.0
 
 
 class _CallEnded(Exception):
@@ -54,7 +72,7 @@ class Call:
         connector: AgentConnector,
         rtc_configuration: RTCConfiguration,
         *,
-        setup_timeout_s: float,
+        limits: CallLimits | None = None,
         allow_loopback_candidates: bool = False,
         on_ended: Callable[[Call], None] | None = None,
     ) -> None:
@@ -66,7 +84,9 @@ class Call:
         )
         self._connector = connector
         self._rtc_configuration = rtc_configuration
-        self._setup_timeout_s = setup_timeout_s
+        self._limits = limits or CallLimits()
+        self._text_turns = TokenBucket(self._limits.text_turns_per_s, TEXT_TURN_BURST)
+        self._last_heard = 0.0  # loop time of the caller's last audio or message
         self._allow_loopback = allow_loopback_candidates
         self._on_ended = on_ended
         self._pc: RTCPeerConnection | None = None
@@ -205,7 +225,12 @@ class Call:
     async def _uplink(self, agent: AgentSession) -> None:
         """Caller audio to the agent, for the audio track the caller sends."""
         track = await self._caller_tracks.get()
-        await pump_caller_audio(track, agent.send_audio)
+
+        def to_agent(pcm: bytes) -> None:
+            self._last_heard = _now()
+            agent.send_audio(pcm)
+
+        await pump_caller_audio(track, to_agent)
 
     async def _downlink(self, agent: AgentSession) -> None:
         """Agent events to the outbound track and the data channel."""
@@ -227,8 +252,12 @@ class Call:
         """Caller messages to the agent; a bad message gets an `error` and the call goes on."""
         while True:
             raw = await self._channel.receive()
+            self._last_heard = _now()
             try:
                 message = data_channel.parse_client_message(raw)
+                if not self._text_turns.take(self._last_heard):
+                    COUNTERS.add("text_turns_dropped")
+                    raise RateLimited("too many typed turns; slow down", retry_after_s=1)
             except GatewayError as exc:
                 reply = error_reply(exc)
                 self._channel.send(data_channel.error_message(reply.code, reply.message))
@@ -236,10 +265,14 @@ class Call:
             agent.send_text(message.text)
 
     async def _watchdog(self, pc: RTCPeerConnection) -> None:
-        """End the call on hang-up, connection failure, or media that never connects."""
-        deadline = time.monotonic() + self._setup_timeout_s
+        """End the call on hang-up, connection failure, media that never connects, a
+        caller silent for `idle_s` (no audio, no message) or `max_call_s` reached."""
+        limits = self._limits
+        started = _now()
+        setup_deadline = started + limits.setup_timeout_s
         connected = False
         while True:
+            now = _now()
             if self._hangup_requested.is_set():
                 raise _CallEnded(self._hangup_reason or "hung up")
             state = pc.connectionState
@@ -247,12 +280,25 @@ class Call:
                 raise _CallEnded(f"connection {state}")
             if state == "connected" and not connected:
                 connected = True
+                self._last_heard = max(self._last_heard, now)
                 logger.info("call %s connected", self.call_id)
-            if not connected and time.monotonic() > deadline:
+            if not connected and now > setup_deadline:
                 raise _CallEnded("media never connected")
+            if now - started >= limits.max_call_s:
+                COUNTERS.add("ended_max_length")
+                raise _CallEnded("maximum call length reached")
+            if connected and now - self._last_heard >= limits.idle_s:
+                COUNTERS.add("ended_idle")
+                raise _CallEnded(f"caller silent for {limits.idle_s:.0f} s")
             self._connection_changed.clear()
-            timeout = None if connected else max(0.0, deadline - time.monotonic())
+            deadlines = [started + limits.max_call_s]
+            deadlines.append(self._last_heard + limits.idle_s if connected else setup_deadline)
+            timeout = max(0.0, min(deadlines) - now)
             await _first_of(self._hangup_requested, self._connection_changed, timeout)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def _first_of(a: asyncio.Event, b: asyncio.Event, limit_s: float | None) -> None:

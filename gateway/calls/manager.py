@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 
 from aiortc import RTCConfiguration
 
 from gateway.agent_api import AgentConnector, Modality
-from gateway.calls.call import Call
+from gateway.auth.principal import Principal
+from gateway.calls.admission import Admission, Ticket
+from gateway.calls.call import Call, CallLimits
 from gateway.calls.call_ids import new_call_id
 from gateway.calls.service import ANSWER_TIMEOUT_S, Answer, CallRequest, WorkerLoad
-from gateway.errors import AtCapacity, UnknownCall
-from gateway.metrics.counters import AGENT_HEALTH
+from gateway.errors import Forbidden, UnknownCall
+from gateway.metrics.counters import COUNTERS
 
 logger = logging.getLogger(__name__)
 
@@ -33,58 +34,70 @@ class CallManager:
         connector: AgentConnector,
         rtc_configuration: RTCConfiguration,
         *,
-        max_calls: int,
-        setup_timeout_s: float = 30.0,
+        admission: Admission,
+        limits: CallLimits | None = None,
         allow_loopback_candidates: bool = False,
         worker: int = 0,
-        on_count: Callable[[int], None] | None = None,
     ) -> None:
-        """`worker` goes into every call id; `on_count` hears the number of live
-        calls each time it changes (the workers' shared load board)."""
+        """`admission` is the process's session budget (shared with the WebSocket
+        transport); `worker` goes into every call id."""
         self._connector = connector
         self._rtc_configuration = rtc_configuration
-        self.max_calls = max_calls
-        self._setup_timeout_s = setup_timeout_s
+        self.admission = admission
+        self._limits = limits or CallLimits()
         self._allow_loopback = allow_loopback_candidates
         self._worker = worker
-        self._on_count = on_count
         self._calls: dict[str, Call] = {}
+        self._tickets: dict[str, Ticket] = {}
 
     @property
     def live_calls(self) -> int:
-        return len(self._calls)
+        """Live sessions of this process: calls and WebSocket sessions alike."""
+        return self.admission.in_use
 
     def workers(self) -> list[WorkerLoad]:
-        return [WorkerLoad(os.getpid(), self.live_calls, AGENT_HEALTH.values())]
+        return [WorkerLoad(os.getpid(), self.live_calls, COUNTERS.values())]
 
     async def accept_offer(
-        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+        self,
+        offer_sdp: str,
+        *,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        requester: Principal | None = None,
     ) -> Answer:
-        """Start a call from an offer; raise a `GatewayError` for anything unusable."""
-        if len(self._calls) >= self.max_calls:
-            raise AtCapacity("the gateway is at capacity; try again shortly")
-        call = Call(
-            new_call_id(self._worker),
-            CallRequest(offer_sdp, user_id, session_id, modality),
-            self._connector,
-            self._rtc_configuration,
-            setup_timeout_s=self._setup_timeout_s,
-            allow_loopback_candidates=self._allow_loopback,
-            on_ended=self._forget,
-        )
+        """Start a call from an offer; raise a `GatewayError` for anything unusable.
+        The call belongs to `user_id`; `requester` (None: trusted) is who asked."""
+        ticket = self.admission.acquire(user_id, exempt=requester is None or requester.admin)
+        try:
+            call = Call(
+                new_call_id(self._worker),
+                CallRequest(offer_sdp, user_id, session_id, modality),
+                self._connector,
+                self._rtc_configuration,
+                limits=self._limits,
+                allow_loopback_candidates=self._allow_loopback,
+                on_ended=self._forget,
+            )
+        except BaseException:
+            ticket.release()
+            raise
         self._calls[call.call_id] = call
-        self._count_changed()
+        self._tickets[call.call_id] = ticket
         call.start()
         answer = await call.answer(ANSWER_TIMEOUT_S)
         logger.info("call %s accepted (%s mode)", call.call_id, modality.value)
         return answer
 
-    async def add_candidates(self, call_id: str, sdpfrag: str) -> None:
-        await self.get(call_id).add_candidates(sdpfrag)
+    async def add_candidates(
+        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+    ) -> None:
+        await self._owned(call_id, requester).add_candidates(sdpfrag)
 
-    async def hang_up(self, call_id: str) -> None:
+    async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
         """End a call and wait (bounded) until it has released everything."""
-        await self.get(call_id).hang_up("caller hung up")
+        await self._owned(call_id, requester).hang_up("caller hung up")
 
     async def close(self) -> None:
         """Hang up every call (gateway shutdown), bounded in time."""
@@ -98,10 +111,17 @@ class CallManager:
             raise UnknownCall("no such call")
         return call
 
+    def _owned(self, call_id: str, requester: Principal | None) -> Call:
+        """The call, if `requester` may act on it: its owner, an admin key, or a
+        trusted caller (None); `Forbidden` otherwise."""
+        call = self.get(call_id)
+        if requester is not None and not requester.may_act_on(call.request.user_id):
+            COUNTERS.add("forbidden")
+            raise Forbidden("this call belongs to another user")
+        return call
+
     def _forget(self, call: Call) -> None:
         self._calls.pop(call.call_id, None)
-        self._count_changed()
-
-    def _count_changed(self) -> None:
-        if self._on_count is not None:
-            self._on_count(len(self._calls))
+        ticket = self._tickets.pop(call.call_id, None)
+        if ticket is not None:
+            ticket.release()

@@ -2,8 +2,9 @@
 
 `CallService` is the seam between the HTTP edge (`signaling.py`) and whoever keeps
 the calls: one process's `CallManager`, or a worker's `ClusterCalls` that also
-reaches its siblings. Plain values and a protocol: imports the agent seam only (the
-supervisor's load board uses `WorkerLoad`, so nothing heavy may come in here).
+reaches its siblings. Plain values and a protocol: imports the agent seam and the
+principal only (the supervisor's load board uses `WorkerLoad`, so nothing heavy
+may come in here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.agent_api import Modality
+from gateway.auth.principal import Principal
 
 #: How long an offer may take to be answered (ICE gathering, agent session start).
 ANSWER_TIMEOUT_S = 15.0
@@ -53,17 +55,29 @@ class CallService(Protocol):
     """The gateway's calls as the HTTP edge sees them."""
 
     async def accept_offer(
-        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+        self,
+        offer_sdp: str,
+        *,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        requester: Principal | None = None,
     ) -> Answer:
-        """Start a call; raise a `GatewayError` for anything unusable (bounded by
-        `ANSWER_TIMEOUT_S`)."""
+        """Start a call owned by `user_id`; raise a `GatewayError` for anything
+        unusable (bounded by `ANSWER_TIMEOUT_S`). `requester` is who asked (None: a
+        trusted caller); per-user limits apply to non-admin requesters."""
         ...
 
-    async def add_candidates(self, call_id: str, sdpfrag: str) -> None: ...
+    async def add_candidates(
+        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+    ) -> None:
+        """Trickle ICE; `Forbidden` unless `requester` owns the call (or is admin)."""
+        ...
 
-    async def hang_up(self, call_id: str) -> None:
+    async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
         """End a call and wait (bounded by `HANGUP_TIMEOUT_S`) until it has released
-        everything; `UnknownCall` if there is no such call."""
+        everything; `UnknownCall` if there is no such call, `Forbidden` unless
+        `requester` owns it (or is admin)."""
         ...
 
     @property

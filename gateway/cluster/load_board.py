@@ -18,10 +18,10 @@ import struct
 import tempfile
 
 from gateway.calls.service import WorkerLoad
-from gateway.metrics.counters import AGENT_HEALTH_NAMES
+from gateway.metrics.counters import COUNTER_NAMES
 
-_COUNTERS = struct.Struct(f"={len(AGENT_HEALTH_NAMES)}q")
-_SLOT = struct.Struct(f"=qq{len(AGENT_HEALTH_NAMES)}q")  # pid (0: not serving), calls, counters
+_COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}q")
+_SLOT = struct.Struct(f"=qq{len(COUNTER_NAMES)}q")  # pid (0: not serving), calls, counters
 _PID = _CALLS = struct.Struct("=q")
 
 
@@ -52,7 +52,7 @@ class LoadBoard:
         _COUNTERS.pack_into(self._map, index * _SLOT.size + 2 * _PID.size, *counters)
 
     def clear(self, index: int) -> None:
-        _SLOT.pack_into(self._map, index * _SLOT.size, *([0] * (2 + len(AGENT_HEALTH_NAMES))))
+        _SLOT.pack_into(self._map, index * _SLOT.size, *([0] * (2 + len(COUNTER_NAMES))))
 
     def slot(self, index: int) -> WorkerLoad | None:
         """The worker at `index`, or None while it is not serving."""

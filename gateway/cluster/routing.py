@@ -26,12 +26,13 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway import signaling
 from gateway.agent_api import Modality
+from gateway.auth.principal import Principal, principal_from_json, principal_to_json
 from gateway.calls.call_ids import call_owner
 from gateway.calls.manager import CallManager
 from gateway.calls.service import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, WorkerLoad
 from gateway.cluster.load_board import LoadBoard
 from gateway.errors import AtCapacity, GatewayError, UnknownCall, WorkerUnavailable
-from gateway.metrics.counters import AGENT_HEALTH
+from gateway.metrics.counters import COUNTERS
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Membership:
     def count_calls(self, calls: int) -> None:
         self.board.set_calls(self.index, calls)
 
-    def count_agent_health(self, counters: tuple[int, ...]) -> None:
+    def count_counters(self, counters: tuple[int, ...]) -> None:
         self.board.set_counters(self.index, counters)
 
 
@@ -85,38 +86,57 @@ class ClusterCalls:
         return [load for load in self._slots() if load is not None]
 
     async def accept_offer(
-        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+        self,
+        offer_sdp: str,
+        *,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        requester: Principal | None = None,
     ) -> Answer:
         """Answer on the least-loaded worker with room; 503 only when all are full."""
         for index in self._placement_order():
             try:
                 if index == self._member.index:
                     return await self._local.accept_offer(
-                        offer_sdp, user_id=user_id, session_id=session_id, modality=modality
+                        offer_sdp,
+                        user_id=user_id,
+                        session_id=session_id,
+                        modality=modality,
+                        requester=requester,
                     )
                 self._placing[index] += 1
                 try:
-                    return await self._offer_to(index, offer_sdp, user_id, session_id, modality)
+                    body = {
+                        "sdp": offer_sdp,
+                        "user_id": user_id,
+                        "session_id": session_id,
+                        "mode": modality.value,
+                        "requester": principal_to_json(requester),
+                    }
+                    return await self._offer_to(index, body)
                 finally:
                     self._placing[index] -= 1
             except (AtCapacity, WorkerUnavailable) as exc:
                 logger.debug("worker %d cannot take the call: %s", index, exc.code)
         raise AtCapacity("the gateway is at capacity; try again shortly")
 
-    async def add_candidates(self, call_id: str, sdpfrag: str) -> None:
+    async def add_candidates(
+        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+    ) -> None:
         owner = self._owner(call_id)
         if owner == self._member.index:
-            await self._local.add_candidates(call_id, sdpfrag)
+            await self._local.add_candidates(call_id, sdpfrag, requester=requester)
             return
-        headers = {"Content-Type": signaling.SDPFRAG_TYPE}
+        headers = {"Content-Type": signaling.SDPFRAG_TYPE, **_requester_header(requester)}
         await self._forward(owner, "PATCH", call_id, data=sdpfrag, headers=headers)
 
-    async def hang_up(self, call_id: str) -> None:
+    async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
         owner = self._owner(call_id)
         if owner == self._member.index:
-            await self._local.hang_up(call_id)
+            await self._local.hang_up(call_id, requester=requester)
             return
-        await self._forward(owner, "DELETE", call_id)
+        await self._forward(owner, "DELETE", call_id, headers=_requester_header(requester))
 
     async def close(self) -> None:
         for session in self._sessions.values():
@@ -142,7 +162,7 @@ class ClusterCalls:
         from its calls, the fresher reading."""
         slots = [self._member.board.slot(i) for i in range(len(self._member.shares))]
         slots[self._member.index] = WorkerLoad(
-            os.getpid(), self._local.live_calls, AGENT_HEALTH.values()
+            os.getpid(), self._local.live_calls, COUNTERS.values()
         )
         return slots
 
@@ -160,10 +180,7 @@ class ClusterCalls:
             self._sessions[index] = session
         return session
 
-    async def _offer_to(
-        self, index: int, sdp: str, user_id: str, session_id: str | None, modality: Modality
-    ) -> Answer:
-        body = {"sdp": sdp, "user_id": user_id, "session_id": session_id, "mode": modality.value}
+    async def _offer_to(self, index: int, body: dict[str, Any]) -> Answer:
         try:
             async with self._session(index).post(
                 f"{_BASE}/internal/offer",
@@ -211,12 +228,21 @@ async def _error_from(response: aiohttp.ClientResponse) -> GatewayError:
     )
 
 
+#: Who asked, on a request forwarded to the call's worker (JSON `Principal` or null).
+REQUESTER_HEADER = "X-Gateway-Requester"
+
+
+def _requester_header(requester: Principal | None) -> dict[str, str]:
+    return {REQUESTER_HEADER: principal_to_json(requester)}
+
+
 class _InternalOffer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sdp: str
     user_id: str
     session_id: str | None
     mode: Modality
+    requester: str = "null"
 
 
 def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application:
@@ -229,7 +255,11 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
     async def offer(request: web.Request) -> web.Response:
         body = _InternalOffer.model_validate_json(await request.read())
         answer = await local.accept_offer(
-            body.sdp, user_id=body.user_id, session_id=body.session_id, modality=body.mode
+            body.sdp,
+            user_id=body.user_id,
+            session_id=body.session_id,
+            modality=body.mode,
+            requester=principal_from_json(body.requester),
         )
         return web.json_response(
             {
@@ -241,11 +271,14 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
         )
 
     async def patch(request: web.Request) -> web.Response:
-        await local.add_candidates(request.match_info["call_id"], await request.text())
+        requester = principal_from_json(request.headers.get(REQUESTER_HEADER))
+        sdpfrag = await request.text()
+        await local.add_candidates(request.match_info["call_id"], sdpfrag, requester=requester)
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:
-        await local.hang_up(request.match_info["call_id"])
+        requester = principal_from_json(request.headers.get(REQUESTER_HEADER))
+        await local.hang_up(request.match_info["call_id"], requester=requester)
         return web.Response(status=204)
 
     app.router.add_post("/internal/offer", offer)

@@ -1,7 +1,8 @@
 """Process-wide event counters an operator reads in `/stats`: the live sessions'
-stalls and their recoveries.
+stalls and their recoveries (`agent`), and the limits that refused or ended
+something (`limits`).
 
-One `Counters` per process (`AGENT_HEALTH`); a multi-worker gateway copies each
+One `Counters` per process (`COUNTERS`); a multi-worker gateway copies each
 worker's values into its slot of the shared load board on every change, so any
 worker can report the sum. Names are fixed here (the board's layout depends on
 them). Standard library only.
@@ -22,6 +23,21 @@ AGENT_HEALTH_NAMES: tuple[str, ...] = (
     "recovered",
     "unrecovered",
 )
+
+
+#: Limits that refused a request or ended a call (gateway/auth, gateway/calls).
+LIMIT_NAMES: tuple[str, ...] = (
+    "auth_failures",
+    "rate_limited_auth",
+    "rate_limited_setups",
+    "sessions_per_user_refused",
+    "forbidden",
+    "text_turns_dropped",
+    "ended_max_length",
+    "ended_idle",
+)
+#: Every counter, in board order.
+COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES
 
 
 class Counters:
@@ -45,12 +61,20 @@ class Counters:
         self._values = dict.fromkeys(self.names, 0)
 
 
-AGENT_HEALTH = Counters(AGENT_HEALTH_NAMES)
+COUNTERS = Counters(COUNTER_NAMES)
 
 
-def agent_health_json(values: tuple[int, ...]) -> dict[str, object]:
-    """The `agent` section of `/stats` for `values` (in `AGENT_HEALTH_NAMES` order)."""
-    named: Mapping[str, int] = dict(zip(AGENT_HEALTH_NAMES, values, strict=False))
+def counters_json(values: tuple[int, ...]) -> dict[str, object]:
+    """The `agent` and `limits` sections of `/stats` for `values` (in
+    `COUNTER_NAMES` order; missing values read 0)."""
+    named: Mapping[str, int] = dict(zip(COUNTER_NAMES, values, strict=False))
+    return {
+        "agent": _agent_health(named),
+        "limits": {name: named.get(name, 0) for name in LIMIT_NAMES},
+    }
+
+
+def _agent_health(named: Mapping[str, int]) -> dict[str, object]:
     return {
         "stalls": {
             name.removeprefix("stalls_"): named.get(name, 0)

@@ -34,7 +34,7 @@ from google.adk.sessions import InMemorySessionService
 
 from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
-from gateway.metrics.counters import AGENT_HEALTH
+from gateway.metrics.counters import COUNTERS
 from tests.gemini.conftest import GENERATIONS
 from tests.support.live_api_double import Generation, LiveApiDouble, tool_calling
 from tests.support.peers import HeadlessCaller, live_call, tone_pcm
@@ -63,7 +63,7 @@ async def gateway(
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start the gateway around an agent on the double's model (optionally with tools)."""
     connectors: list[AdkAgentConnector] = []
-    AGENT_HEALTH.reset()
+    COUNTERS.reset()
 
     async def start(tools: list[Any] | None = None) -> TestClient[Any, Any]:
         agent = Agent(
