@@ -45,6 +45,48 @@ function userId() {
   return id;
 }
 
+// How the gateway wants callers to authenticate (GET /client-config): "none", or
+// "bearer" with the app's endpoint that hands this page a call token.
+let clientConfig = null;
+
+async function gatewayConfig() {
+  if (!clientConfig) {
+    try {
+      const response = await fetch(new URL("/client-config", window.location.origin));
+      clientConfig = response.ok ? await response.json() : { auth: "none" };
+    } catch {
+      clientConfig = { auth: "none" };
+    }
+  }
+  return clientConfig;
+}
+
+/** A call token from the app's token endpoint (it knows who the user is: its own
+ * session cookie goes along), or null when the gateway needs none. */
+async function callToken() {
+  const config = await gatewayConfig();
+  if (config.auth !== "bearer") return null;
+  if (!config.token_url) {
+    throw Object.assign(new Error("The gateway needs a call token, and no token endpoint is configured."),
+                        { kind: "auth" });
+  }
+  let response;
+  try {
+    response = await fetch(config.token_url, { method: "POST", credentials: "include" });
+  } catch {
+    throw Object.assign(new Error("The token endpoint could not be reached."), { kind: "network" });
+  }
+  if (!response.ok) {
+    throw Object.assign(new Error(`The token endpoint answered ${response.status}.`),
+                        { kind: "auth" });
+  }
+  const body = await response.json();
+  if (typeof body?.token !== "string") {
+    throw Object.assign(new Error("The token endpoint's answer had no token."), { kind: "auth" });
+  }
+  return body.token;
+}
+
 function later(fn, ms) {
   const timer = setTimeout(() => { state.timers.delete(timer); fn(); }, ms);
   state.timers.add(timer);
@@ -80,11 +122,23 @@ async function startCall(mode) {
   await connect();
 }
 
-function newCall() {
-  const options = { micStream: state.mic, mode: state.mode, sessionId: state.sessionId };
+/** The user a call token names (its `sub`): with a token, the gateway takes the user
+ * from the credential, and a different one named in the request is refused. */
+function tokenSubject(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).sub ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function newCall(token) {
+  const options = { micStream: state.mic, mode: state.mode, sessionId: state.sessionId, token };
+  const user = token ? tokenSubject(token) : userId();
   const call = state.fallback
-    ? new WebSocketCall({ ...options, userId: userId() })
-    : new WebRtcCall({ ...options, userId: userId() });
+    ? new WebSocketCall({ ...options, userId: user ?? "me" })
+    : new WebRtcCall({ ...options, userId: token ? null : user });
   call.addEventListener("message", (event) => onMessage(call, event.detail.message));
   call.addEventListener("state", (event) => onCallState(call, event.detail.state));
   call.addEventListener("track", (event) => ui.playAgentStream(event.detail.stream));
@@ -118,7 +172,17 @@ function timeout(ms) {
 async function connect() {
   ui.setConnection(state.attempt ? "reconnecting" : "connecting");
   ui.setTransport(state.fallback ? "websocket" : "webrtc");
-  const call = newCall();
+  let token;
+  try {
+    token = await callToken();
+  } catch (error) {
+    if (error.kind === "network") return retry();
+    ui.notice(error.message);
+    endCall();
+    return;
+  }
+  if (!state.mode) return;
+  const call = newCall(token);
   state.call = call;
   window.gatewayClient.call = call;
   try {

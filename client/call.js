@@ -41,6 +41,8 @@ export async function callErrorFrom(response) {
   const retryAfterS = Number.parseInt(response.headers.get("Retry-After") ?? "", 10) || 0;
   let kind = "http";
   if (response.status === 503) kind = "capacity";
+  else if (response.status === 401 || response.status === 403) kind = "auth";
+  else if (response.status === 429) kind = "capacity";
   else if (code === "unknown_session") kind = "unknown_session";
   return new CallError(kind, message, { status: response.status, code, retryAfterS });
 }
@@ -70,6 +72,7 @@ export class WebRtcCall extends EventTarget {
    */
   constructor({
     micStream = null, mode = "audio", sessionId = null, userId = null, iceServers = [],
+    token = null,
   } = {}) {
     super();
     this.transport = "webrtc";
@@ -77,6 +80,7 @@ export class WebRtcCall extends EventTarget {
     this.mode = mode;
     this.sessionId = sessionId;
     this.userId = userId;
+    this.token = token;  // a bearer credential for the gateway, when it asks for one
     this.iceServers = iceServers;
     this.pc = null;
     this.channel = null;
@@ -116,7 +120,7 @@ export class WebRtcCall extends EventTarget {
     try {
       response = await fetch(url, {
         method: "POST",
-        headers: { "Content-Type": SDP_CONTENT_TYPE },
+        headers: { "Content-Type": SDP_CONTENT_TYPE, ...this.#authHeaders() },
         body: pc.localDescription.sdp,
       });
     } catch {
@@ -130,6 +134,10 @@ export class WebRtcCall extends EventTarget {
     const sdp = await response.text();
     if (pc.signalingState === "closed") return;  // hung up while signaling
     await pc.setRemoteDescription({ type: "answer", sdp });
+  }
+
+  #authHeaders() {
+    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
   }
 
   #onChannelMessage(raw) {
@@ -181,7 +189,7 @@ export class WebRtcCall extends EventTarget {
     this.location = null;
     if (location) {
       try {
-        await fetch(location, { method: "DELETE", keepalive: true });
+        await fetch(location, { method: "DELETE", keepalive: true, headers: this.#authHeaders() });
       } catch {
         // the gateway notices the closed peer connection by itself
       }

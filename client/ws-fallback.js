@@ -38,13 +38,16 @@ function fromBase64(data) {
 }
 
 export class WebSocketCall extends EventTarget {
-  constructor({ micStream = null, mode = "audio", sessionId = null, userId = "web" } = {}) {
+  constructor({
+    micStream = null, mode = "audio", sessionId = null, userId = "web", token = null,
+  } = {}) {
     super();
     this.transport = "websocket";
     this.micStream = micStream;
     this.mode = mode;
     this.sessionId = sessionId;
     this.userId = userId;
+    this.token = token;
     this.socket = null;
     this.capture = null;
     this.playback = null;
@@ -73,7 +76,10 @@ export class WebSocketCall extends EventTarget {
   /** Resolves once the gateway's `session` message says the agent session is open. */
   #open() {
     return new Promise((resolve, reject) => {
-      const socket = new WebSocket(this.#url());
+      // A browser cannot set headers on a WebSocket: the credential travels as a
+      // subprotocol, with the plain "bearer" one for the gateway to select.
+      const protocols = this.token ? ["bearer", `bearer.${this.token}`] : [];
+      const socket = new WebSocket(this.#url(), protocols);
       this.socket = socket;
       const timer = setTimeout(() => {
         socket.close();

@@ -120,7 +120,18 @@ def edge_auth(settings: Settings) -> EdgeAuth:
 
 
 def _add_client_routes(app: web.Application) -> None:
-    """The browser client, when the checkout has one: `/` and its files."""
+    """The browser client, when the checkout has one: `/` and its files, and
+    `/client-config`: how it gets a call token (public; no secrets in it)."""
+    settings = app[SETTINGS_KEY]
+    client_config = {
+        "auth": "bearer" if settings.authenticated else "none",
+        "token_url": settings.client_token_url,
+    }
+
+    async def serve_config(_: web.Request) -> web.Response:
+        return web.json_response(client_config)
+
+    app.router.add_get("/client-config", serve_config)
     index = CLIENT_DIR / "index.html"
     if not index.is_file():
         return
