@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway import signaling
 from gateway.agent_api import AgentConnector
+from gateway.auth.cors import allow_cross_origin
 from gateway.auth.credentials import Authenticator
 from gateway.auth.http import EDGE_AUTH_KEY, EdgeAuth
 from gateway.auth.rate_limits import UsageLimits
@@ -97,6 +98,7 @@ def create_app(
     signaling.add_routes(app)
     add_websocket_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
     _add_client_routes(app)
+    allow_cross_origin(app, settings.allowed_origins)
     return app
 
 

@@ -18,6 +18,7 @@ from dotenv import load_dotenv
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import StartupError
+from gateway.logs import configure_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
@@ -51,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(overrides)
     except ConfigError as exc:
         sys.exit(f"adk-webrtc-gateway: {exc}")
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    configure_logging(
+        settings.log_level,
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        settings.secret_values(),
     )
     try:
         if settings.workers == 1:

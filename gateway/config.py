@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+#: Secrets libraries read from the environment (google-genai: the API key).
+SECRET_ENVIRONMENT = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 ENV_PREFIX = "GATEWAY_"
 #: Live calls one core carries with clean audio: the capacity measured with the
 #: scripted agent in docs/benchmarks.md. `max_calls` defaults to workers x this.
@@ -164,6 +167,13 @@ class Settings(BaseModel):
         """Whether callers must present a credential."""
         return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
 
+    def secret_values(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """Every secret the process holds, for the log redactor: ours, and the
+        Gemini/Google keys google-genai reads from the environment."""
+        env = os.environ if environ is None else environ
+        from_env = (env.get(name, "") for name in SECRET_ENVIRONMENT)
+        return tuple(v for v in (*self.api_keys, self.jwt_secret or "", *from_env) if v)
+
     @model_validator(mode="before")
     @classmethod
     def _capacity_from_workers(cls, data: Any) -> Any:
@@ -196,6 +206,16 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # An origin is scheme://host[:port], as a browser sends it (RFC 6454 §6.2).
+        origins = tuple(origin.rstrip("/") for origin in value)
+        for origin in origins:
+            if not re.fullmatch(r"https?://[^/?#\s*]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example")
+        return origins
 
     @field_validator("log_level")
     @classmethod

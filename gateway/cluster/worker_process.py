@@ -32,6 +32,7 @@ from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
 from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ def main() -> None:
     spec = WorkerSpec.from_json(os.environ.pop(SPEC_ENV))
     _stop_with_parent()
     settings = Settings.model_validate(spec.settings)
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s %(levelname)s [worker {spec.index}] %(name)s: %(message)s",
+    configure_logging(
+        settings.log_level,
+        f"%(asctime)s %(levelname)s [worker {spec.index}] %(name)s: %(message)s",
+        settings.secret_values(),
     )
     try:
         connector = load_adk_connector(settings)

@@ -3,9 +3,10 @@
 - `speech_wav`: "what time is it now" spoken by espeak-ng, 48 kHz mono, with quiet
   around it; Chromium's fake microphone plays it in a loop.
 - `start_gateway`: the gateway, composed by `gateway.app.create_app` with the agent
-  `python -m gateway` serves (`build_adk_connector`), or with any connector, on a
-  free loopback port; ICE restricted to loopback. It also serves the seed-protocol
-  test client at `/seed` (its files at `/static/`).
+  `python -m gateway` serves (`build_adk_connector`), or with any connector, and
+  any extra routes (`routes=`), on a free loopback port; ICE restricted to
+  loopback. It also serves the seed-protocol test client at `/seed` (its files at
+  `/static/`).
 - `browser` / `page`: Debian's Chromium, headless, fake microphone, driven over CDP
   (`cdp.py`); every page ends with a screenshot and its console log under
   `test-artifacts/browser/`.
@@ -60,10 +61,17 @@ async def start_gateway() -> AsyncIterator[GatewayStarter]:
     """Start gateways; each returns its base URL. All are stopped after the test."""
     servers: list[TestServer] = []
 
-    async def start(connector: AgentConnector | None = None, **overrides: Any) -> str:
+    async def start(
+        connector: AgentConnector | None = None,
+        *,
+        routes: Callable[[web.Application], None] | None = None,
+        **overrides: Any,
+    ) -> str:
         settings = load_settings({"ice_addresses": "127.0.0.1", **overrides}, environ={})
         app = create_app(settings, connector or build_adk_connector(settings))
         _add_seed_client(app)
+        if routes is not None:
+            routes(app)  # the test's own endpoints beside the gateway's (an app's token URL)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
