@@ -63,6 +63,12 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
+@pytest.fixture(autouse=True)
+def fresh_counters() -> None:
+    """The counters are one tally per process: earlier tests' refusals are not ours."""
+    COUNTERS.reset()
+
+
 @pytest.fixture
 async def adk_connector() -> AsyncIterator[AdkAgentConnector]:
     agent = Agent(name="auth_agent", model="scripted-live", instruction="Be brief.")
@@ -218,7 +224,6 @@ async def test_conversations_belong_to_their_user(secured: Callable[..., Any]) -
 
 
 async def test_stats_need_an_admin_key(secured: Callable[..., Any]) -> None:
-    COUNTERS.reset()  # one process-wide tally: earlier tests' failures are not this one's
     client = await secured()
     assert (await client.get("/stats")).status == 401
     assert (await client.get("/stats", headers=bearer(token("alice")))).status == 403
@@ -324,6 +329,9 @@ async def test_a_call_ends_at_its_maximum_length(start_gateway: Callable[..., An
         assert response.status == 201
         await caller.wait_connected()
         started = time.monotonic()
+        told = await caller.wait_message(type="error", limit_s=10)
+        assert told["code"] == "call_too_long"
+        assert told["fatal"] is True
         await asyncio.wait_for(caller.dropped.wait(), 10)  # the gateway closed the call
         assert 0.5 <= time.monotonic() - started <= 5.0
         assert connector.last.closed

@@ -286,15 +286,21 @@ class Call:
                 raise _CallEnded("media never connected")
             if now - started >= limits.max_call_s:
                 COUNTERS.add("ended_max_length")
+                self._tell_caller("call_too_long", f"calls end after {limits.max_call_s:.0f} s")
                 raise _CallEnded("maximum call length reached")
             if connected and now - self._last_heard >= limits.idle_s:
                 COUNTERS.add("ended_idle")
+                self._tell_caller("idle", f"nothing heard for {limits.idle_s:.0f} s")
                 raise _CallEnded(f"caller silent for {limits.idle_s:.0f} s")
             self._connection_changed.clear()
             deadlines = [started + limits.max_call_s]
             deadlines.append(self._last_heard + limits.idle_s if connected else setup_deadline)
             timeout = max(0.0, min(deadlines) - now)
             await _first_of(self._hangup_requested, self._connection_changed, timeout)
+
+    def _tell_caller(self, code: str, message: str) -> None:
+        """A fatal `error` on the data channel: the caller learns why the call ends."""
+        self._channel.send(data_channel.error_message(code, message, fatal=True))
 
 
 def _now() -> float:
