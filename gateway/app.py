@@ -48,6 +48,7 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
+    app[signaling.BODY_TIMEOUT_KEY] = settings.body_timeout_s
     max_calls = settings.max_calls if member is None else member.share
     manager = CallManager(
         connector,

@@ -9,10 +9,9 @@ where it runs.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
@@ -36,6 +35,16 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--ice-addresses", help=fields["ice_addresses"].description)
     parser.add_argument("--log-level", help=fields["log_level"].description)
     parser.add_argument("--session-url", help=fields["session_url"].description)
+    # Slow clients and connection caps (gateway/http_server.py).
+    for flag, kind in [
+        ("--header-timeout-s", float),
+        ("--body-timeout-s", float),
+        ("--idle-timeout-s", float),
+        ("--max-connections", int),
+        ("--max-idle-connections", int),
+    ]:
+        field = fields[flag[2:].replace("-", "_")]
+        parser.add_argument(flag, type=kind, help=field.description)
     args = vars(parser.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
 
@@ -62,32 +71,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve_in_this_process(settings: Settings) -> None:
-    from aiohttp import web
-
     from gateway.adk.sessions import SessionStoreError
     from gateway.app import add_adk_lifecycle, create_app, load_adk_connector
+    from gateway.http_server import serve
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)
     add_adk_lifecycle(app, connector)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=_announce(settings))
+        serve(app, settings)
     except SessionStoreError as exc:  # raised by the start-up check of the store
         raise StartupError(str(exc)) from None
-    except OSError as exc:
-        if exc.errno not in LISTEN_ERRORS:
-            raise
-        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-
-
-#: Why a listening socket cannot be opened: an operator's mistake, not a crash.
-LISTEN_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
-
-
-def _announce(settings: Settings) -> Callable[[str], None]:
-    def announce(message: str) -> None:
-        logging.getLogger("gateway").info(
-            "serving on http://%s:%d (agent %s)", settings.host, settings.port, settings.agent
-        )
-
-    return announce
