@@ -2,10 +2,10 @@
 
 One place serves the app for both `python -m gateway` with one process (`serve`) and
 each worker process of a multi-process gateway (`PublicServer`): aiohttp's runner
-with the slow-client timeouts, behind the `connection_guard` (caps, head timeout,
-accept loop). What aiohttp offers is used as it is: `keepalive_timeout` (idle
-keep-alive connections), `lingering_time`, and its `web.Server` as the connection
-protocol factory.
+with the slow-client timeouts and an access log without secrets, behind the
+`connection_guard` (caps, head timeout, accept loop). What aiohttp offers is used as
+it is: `keepalive_timeout` (idle keep-alive connections), `lingering_time`, an
+`access_log_class`, and its `web.Server` as the connection protocol factory.
 
 What bounds what:
 - a request head: `header_timeout_s` from the connection opening or, on a keep-alive
@@ -23,14 +23,17 @@ May import aiohttp, the stdlib, `config`, `connection_guard` and the supervisor'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.config import Settings
@@ -53,6 +56,10 @@ RESERVED_FDS = 64
 #: loopback, 2-4 on a typical host), a TURN allocation, the agent's upstream
 #: connection (measured: 1 per call with ICE on loopback only).
 FDS_PER_CALL = 6
+#: Longest path the access log writes (a request line may be 8 KiB).
+ACCESS_LOG_PATH_CHARS = 200
+#: Path parameters that are personal data: the access log writes the route instead.
+PERSONAL_PATH_PARAMS = frozenset({"user_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,45 @@ def open_file_limit() -> int:
     """This process's soft RLIMIT_NOFILE (unlimited counts as 2**20)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 2**20 if soft == resource.RLIM_INFINITY else soft
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: remote, method, path, status, bytes, seconds. Never the
+    query string (session ids and tokens travel there), headers (Authorization,
+    cookies, a Referer with its query) or a user id in the path."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %d %.3f',
+            request.remote or "-",
+            request.method,
+            loggable_path(request),
+            response.status,
+            response.body_length,
+            time,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def loggable_path(request: web.BaseRequest) -> str:
+    """The request's path without its query, its route where a path parameter is
+    personal data, percent-encoded and cut to `ACCESS_LOG_PATH_CHARS`."""
+    path = request.rel_url.raw_path
+    if isinstance(request, web.Request):
+        # Not routed (aiohttp answered a malformed request): `match_info` asserts
+        # (or, under `python -O`, is None).
+        with contextlib.suppress(AssertionError, AttributeError):
+            match = request.match_info
+            resource_ = match.route.resource
+            if resource_ is not None and PERSONAL_PATH_PARAMS & match.keys():
+                path = resource_.canonical
+    path = quote(path, safe="/%:@!$&'()*+,;=-._~{}")
+    if len(path) > ACCESS_LOG_PATH_CHARS:
+        return path[:ACCESS_LOG_PATH_CHARS] + "..."
+    return path
 
 
 class QuietRepeats(logging.Filter):
@@ -168,6 +214,7 @@ class PublicServer:
             shutdown_timeout=shutdown_timeout_s,
             keepalive_timeout=limits.idle_timeout_s,
             lingering_time=LINGER_S,
+            access_log_class=AccessLogger,
         )
         guard_limits = GuardLimits(
             max_connections=limits.max_connections,

@@ -17,7 +17,8 @@ or `python -m gateway` where the command line, the fd limit or the workers matte
 - under RLIMIT_NOFILE 256, a thousand idle connections leave `/healthz` up (the caps
   keep accept() from running out), and when caps set too high let it run out the
   log says so in one line per interval, not a traceback per attempt;
-- `python -m gateway --workers 2` serves through the same guard.
+- `python -m gateway --workers 2` serves through the same guard;
+- the access log has no query strings (session ids, tokens), Authorization or user ids.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,7 +41,8 @@ from gateway.cluster.supervisor import listen
 from gateway.http_server import LINGER_S, HttpLimits, PublicServer
 from tests.conftest import gateway_settings
 from tests.support.fakes import FakeAgentConnector
-from tests.support.gateway_process import serving
+from tests.support.gateway_process import GatewayProcess, serving
+from tests.support.peers import HeadlessCaller
 from tests.support.raw_http import (
     Client,
     clients,
@@ -309,3 +312,54 @@ async def test_workers_serve_through_the_same_guard(tmp_path: Path) -> None:
             await healthz_s(gateway.base)
     assert all(1.0 <= t < 1.0 + MARGIN_S for t in lasted), lasted
     assert gateway.output().count("http: up to") == 2
+
+
+@pytest.mark.slow
+async def test_the_access_log_has_no_query_strings_or_credentials(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    token = "tok-5ecret-value"
+    store = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+    first, second = HeadlessCaller(), HeadlessCaller()
+    try:
+        async with (
+            serving("--agent", SCRIPTED, "--session-url", store, "--workers", "2",
+                    log=log, workers=2) as gateway,
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
+        ):  # fmt: skip
+            session_id = await _call_and_hang_up(http, gateway, first, "?user_id=alice-77")
+            query = f"?session_id={session_id}&token={token}&user_id=alice-77"
+            assert await _call_and_hang_up(http, gateway, second, query) == session_id
+            async with http.ws_connect(
+                f"{gateway.base}/ws/alice-77?is_audio=false&session_id={session_id}"
+            ) as ws:
+                await ws.send_json({"mime_type": "text/plain", "data": "hello"})
+                await ws.receive_json(timeout=10)
+    finally:
+        await asyncio.gather(first.close(), second.close())
+    output = gateway.output()
+    access = [line for line in output.splitlines() if "aiohttp.access" in line]
+    assert any('"POST /calls" 201' in line for line in access), access
+    assert any('"GET /ws/{user_id}" 101' in line for line in access), access
+    assert any(re.search(r'"DELETE /calls/[\w-]+" 204', line) for line in access), access
+    for secret in (session_id, token, "alice-77", "Bearer", "session_id=", "?"):
+        assert not [line for line in access if secret in line], secret
+    assert session_id not in output
+    assert token not in output
+
+
+async def _call_and_hang_up(
+    http: aiohttp.ClientSession, gateway: GatewayProcess, caller: HeadlessCaller, query: str
+) -> str:
+    """A call placed with `query`, connected, then hung up; its session id."""
+    async with http.post(
+        f"{gateway.base}/calls{query}",
+        data=await caller.offer(),
+        headers={"Content-Type": "application/sdp"},
+    ) as response:
+        assert response.status == 201, await response.text()
+        await caller.accept(await response.text())
+        location, session_id = response.headers["Location"], response.headers["X-Session-Id"]
+    await caller.wait_connected(20)
+    async with http.delete(f"{gateway.base}{location}") as response:
+        assert response.status == 204
+    return session_id

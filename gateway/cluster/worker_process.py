@@ -33,7 +33,7 @@ from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
 from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
 from gateway.errors import StartupError
-from gateway.http_server import HttpLimits, PublicServer
+from gateway.http_server import AccessLogger, HttpLimits, PublicServer
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     private = web.AppRunner(
         internal_app(app[LOCAL_CALLS_KEY], max_offer_bytes=settings.max_offer_bytes),
         shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S,
+        access_log_class=AccessLogger,
     )
     stop = _Stop()
     loop = asyncio.get_running_loop()
