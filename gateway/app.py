@@ -54,6 +54,7 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
+    app[signaling.BODY_TIMEOUT_KEY] = settings.body_timeout_s
     app[EDGE_AUTH_KEY] = edge_auth(settings)
     # One budget for calls and WebSockets: each holds a live agent session. A
     # WebSocket stays on the worker that accepted it: the worker's share bounds both.

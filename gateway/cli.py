@@ -9,10 +9,8 @@ where it runs.
 from __future__ import annotations
 
 import argparse
-import errno
-import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
@@ -69,32 +67,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve_in_this_process(settings: Settings) -> None:
-    from aiohttp import web
-
     from gateway.adk.sessions import SessionStoreError
     from gateway.app import add_adk_lifecycle, create_app, load_adk_connector
+    from gateway.http_server import serve
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)
     add_adk_lifecycle(app, connector)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=_announce(settings))
+        serve(app, settings)
     except SessionStoreError as exc:  # raised by the start-up check of the store
         raise StartupError(str(exc)) from None
-    except OSError as exc:
-        if exc.errno not in LISTEN_ERRORS:
-            raise
-        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-
-
-#: Why a listening socket cannot be opened: an operator's mistake, not a crash.
-LISTEN_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
-
-
-def _announce(settings: Settings) -> Callable[[str], None]:
-    def announce(message: str) -> None:
-        logging.getLogger("gateway").info(
-            "serving on http://%s:%d (agent %s)", settings.host, settings.port, settings.agent
-        )
-
-    return announce

@@ -91,6 +91,41 @@ class Settings(BaseModel):
         description="Where conversations persist: sqlite+aiosqlite:///path (default, "
         "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
     )
+    # Issue 12 (safe on the internet): slow clients and connection caps, enforced by
+    # gateway/http_server.py; docs/protocol.md "Timeouts and connection limits".
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A request's line and headers must arrive within this of the connection "
+        "opening (or, on a keep-alive connection, of the request's first byte).",
+    )
+    body_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="A request's body must arrive within this of its headers (408 after).",
+    )
+    idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="A keep-alive connection with no request is closed after this.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Open HTTP connections per process (WebSockets included); past it a new "
+        "connection is answered 503 and closed (default: what RLIMIT_NOFILE leaves after a "
+        "reserve for calls, logged at start-up).",
+    )
+    max_idle_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Connections per process that have not sent a complete request (new, "
+        "between requests, or slow); past it the longest idle one is closed "
+        "(default: half of max_connections).",
+    )
 
     # Issue 12 (safe on the internet): authentication and limits on use. Secrets are
     # kept out of reprs; never log a Settings object's fields one by one either.

@@ -112,6 +112,10 @@ class PayloadTooLarge(GatewayError, code="payload_too_large", http_status=413):
     """A body past the configured limit, refused before it is parsed."""
 
 
+class RequestTimeout(GatewayError, code="request_timeout", http_status=408):
+    """A request body that did not arrive in time (`body_timeout_s`)."""
+
+
 class NotFound(GatewayError, code="not_found", http_status=404):
     """Nothing by that name."""
 

@@ -8,6 +8,7 @@ process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Literal
 
@@ -23,6 +24,7 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     error_reply,
 )
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CALLS_KEY = web.AppKey("calls", CallService)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
 
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
@@ -71,17 +74,25 @@ def error_response(exc: GatewayError) -> web.Response:
 
 
 async def read_body(request: web.Request, *, content_type: str) -> str:
-    """The request body as text: 415 for another type, 413 past the limit (before parsing)."""
+    """The request body as text: 415 for another type, 413 past the limit (before
+    parsing), 408 when it takes longer than the app's body timeout to arrive."""
     if request.content_type != content_type:
         raise UnsupportedMediaType(f"expected Content-Type {content_type}")
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
+    timeout_s = request.app[BODY_TIMEOUT_KEY]
     body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"body larger than {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+    except ConnectionError:  # the client went away (or was cut off) mid-body
+        raise BadRequest("the connection closed before the body arrived") from None
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,7 +1,8 @@
 """One worker process of a multi-process gateway (`python -m gateway.cluster.worker_process`).
 
 Started by the supervisor (`gateway.cluster.supervisor`) with a `WorkerSpec` in its environment:
-serves the whole gateway app on the inherited listening socket(s), its own calls to
+serves the whole gateway app on the inherited listening socket(s) (through
+`gateway.http_server`, as a one-process gateway does), its own calls to
 its siblings on a unix socket, marks itself on the load board, then says `ready`
 on the status pipe (or the reason it cannot start, and exits 1). SIGTERM
 stops it gracefully; so does its supervisor's death (PR_SET_PDEATHSIG on Linux, and
@@ -32,6 +33,7 @@ from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
 from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.http_server import AccessLogger, HttpLimits, PublicServer
 from gateway.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -96,10 +98,15 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     member = Membership(spec.index, spec.shares, Path(spec.socket_dir), board)
     app = create_app(settings, connector, member)
     add_adk_lifecycle(app, connector)
-    public = web.AppRunner(app, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
+    public = PublicServer(
+        app,
+        HttpLimits.from_settings(settings, member.share),
+        shutdown_timeout_s=HTTP_SHUTDOWN_TIMEOUT_S,
+    )
     private = web.AppRunner(
         internal_app(app[LOCAL_CALLS_KEY], max_offer_bytes=settings.max_offer_bytes),
         shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S,
+        access_log_class=AccessLogger,
     )
     stop = _Stop()
     loop = asyncio.get_running_loop()
@@ -113,8 +120,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
             raise StartupError(str(exc)) from None
         await private.setup()
         await web.UnixSite(private, socket_path).start()
-        for fd in spec.listen_fds:
-            await web.SockSite(public, socket.socket(fileno=fd)).start()
+        await public.start([socket.socket(fileno=fd) for fd in spec.listen_fds])
         board.set_calls(spec.index, 0)
         board.set_serving(spec.index, os.getpid())
         report_status(spec.status_fd, ready=os.getpid())

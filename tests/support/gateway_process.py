@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,12 @@ async def serving(
     log: Path | None = None,
     workers: int | None = None,
     port: int | None = None,
+    open_files: int | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m <module> <args> --port <free>` with `env` (default: this process's),
     until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1` come first for the
-    gateway itself; `args` can override them."""
+    gateway itself; `args` can override them. `open_files` sets the process's
+    RLIMIT_NOFILE (soft and hard), as `ulimit -n` would."""
     port = port or free_port()
     argv = [*args, "--port", str(port)]
     if module == "gateway":
@@ -78,6 +81,7 @@ async def serving(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=sink if sink is not None else asyncio.subprocess.DEVNULL,
             stderr=sink if sink is not None else asyncio.subprocess.DEVNULL,
+            preexec_fn=None if open_files is None else _limit_open_files(open_files),
         )  # fmt: skip
     finally:
         if sink is not None:
@@ -88,6 +92,13 @@ async def serving(
         yield gateway
     finally:
         await stop(process)
+
+
+def _limit_open_files(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
 
 
 async def _until_serving(gateway: GatewayProcess, workers: int | None) -> None:
