@@ -1,14 +1,17 @@
-"""The WebSocket edge: a wire protocol of ADK's streaming samples over one machinery.
+"""The WebSocket edge: ADK's two streaming samples' protocols over one machinery.
 
-`GET /ws/{user_id}?is_audio=true|false`: the seed sample's transport. ADK's "custom
-audio streaming" sample talks to its agent over one WebSocket; this serves that
-protocol (`wire/seed_websocket.py`) exactly, so the sample's own browser client
-works against the gateway unchanged, and the web client can fall back to it where
-WebRTC cannot connect. Extensions, all optional: `session_id=` continues a
-conversation, `events=1` sends the data channel's JSON events.
+- `GET /ws/{user_id}?is_audio=true|false`: the seed sample's transport. ADK's
+  "custom audio streaming" sample talks to its agent over one WebSocket; this serves
+  that protocol (`wire/seed_websocket.py`) exactly, so the sample's own browser
+  client works against the gateway unchanged, and the web client can fall back to it
+  where WebRTC cannot connect. Extensions, all optional: `session_id=` continues a
+  conversation, `events=1` sends the data channel's JSON events.
+- `GET /ws/{user_id}/{session_id}`: ADK's current streaming sample, "bidi-demo"
+  (`wire/bidi_demo.py`, docs/bidi-demo.md): JSON text turns and binary PCM up, ADK
+  `Event` JSON down; the path names the caller's conversation, created if missing.
 
-A `WebSocketTransport` serves one protocol (`wire/socket_protocol.SocketProtocol`)
-and does the same around any. Who asks and from which page are checked before the
+A `WebSocketTransport` serves one protocol (`wire/socket_protocol.SocketProtocol`);
+both do the same around it. Who asks and from which page are checked before the
 upgrade (HTTP 400/401/403, no socket). One socket is one agent session, admitted
 against the budget the calls share: it opens when the socket opens and is released
 when the socket closes, whichever side closes it. Two owned tasks per socket move
@@ -39,6 +42,7 @@ from gateway.calls.call import TEXT_TURN_BURST, CallLimits
 from gateway.errors import GatewayError, RateLimited, error_reply
 from gateway.metrics.counters import COUNTERS
 from gateway.signaling import error_response
+from gateway.wire.bidi_demo import BIDI_DEMO_PROTOCOL
 from gateway.wire.seed_websocket import SEED_PROTOCOL
 from gateway.wire.socket_protocol import (
     ClientAudio,
@@ -52,6 +56,7 @@ from gateway.wire.socket_protocol import (
 logger = logging.getLogger(__name__)
 
 WS_PATH = "/ws/{user_id}"
+BIDI_DEMO_PATH = "/ws/{user_id}/{session_id}"
 #: Pings keep NAT and proxies open and notice a vanished client within ~2 pings.
 HEARTBEAT_S = 20.0
 #: Bound on closing a socket or waiting for its tasks to stop.
@@ -262,6 +267,7 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
 
 
 TRANSPORT_KEY = web.AppKey("websocket_transport", WebSocketTransport)
+BIDI_DEMO_TRANSPORT_KEY = web.AppKey("bidi_demo_transport", WebSocketTransport)
 
 
 def add_websocket_routes(
@@ -276,4 +282,21 @@ def add_websocket_routes(
     transport = WebSocketTransport(connector_key, admission=admission, limits=limits)
     app[TRANSPORT_KEY] = transport
     app.router.add_get(WS_PATH, transport.handle)
+    return transport
+
+
+def add_bidi_demo_routes(
+    app: web.Application,
+    connector_key: web.AppKey[AgentConnector],
+    *,
+    admission: Admission,
+    limits: CallLimits | None = None,
+) -> WebSocketTransport:
+    """Serve ADK's bidi-demo `/ws/{user_id}/{session_id}` on `app`, as
+    `add_websocket_routes` serves the seed's (same agent, budget and limits)."""
+    transport = WebSocketTransport(
+        connector_key, admission=admission, limits=limits, protocol=BIDI_DEMO_PROTOCOL
+    )
+    app[BIDI_DEMO_TRANSPORT_KEY] = transport
+    app.router.add_get(BIDI_DEMO_PATH, transport.handle)
     return transport

@@ -1,8 +1,8 @@
 """What the WebSocket transport needs from a wire protocol, and what the protocols carry.
 
-`websocket_transport.py` serves any protocol that implements `SocketProtocol`, so
-a second one (ADK's bidi-demo) gets the seed's (`seed_websocket`, `/ws/{user_id}`)
-auth, admission and limits without copying them. A protocol validates the request's path and query,
+`websocket_transport.py` serves any protocol that implements `SocketProtocol`: the
+seed sample's (`seed_websocket`, `/ws/{user_id}`) and ADK's bidi-demo (`bidi_demo`,
+`/ws/{user_id}/{session_id}`). A protocol validates the request's path and query,
 turns client frames into `ClientText` / `ClientAudio`, and renders agent events and
 errors as text frames (`FrameEncoder`); it does no I/O, and the transport does
 everything else (auth, admission, limits, tasks, closing) the same way for both.
