@@ -11,7 +11,7 @@ import enum
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 
 class Modality(enum.Enum):
@@ -101,4 +101,17 @@ class AgentConnector(Protocol):
         exist and `gateway.errors.AgentUnavailable` when the agent cannot start.
         Leaving the context ends the session and releases everything it holds.
         """
+        ...
+
+
+@runtime_checkable
+class ConversationCreator(Protocol):
+    """A connector that can start a conversation under an id the caller chose: ADK's
+    bidi-demo names its sessions itself (`/ws/{user_id}/{session_id}`, created when
+    missing). Conversations are per user, so the id only names one of `user_id`'s."""
+
+    async def ensure_conversation(self, *, user_id: str, session_id: str) -> None:
+        """Create `user_id`'s conversation `session_id` unless it exists (then
+        `open_session` continues it). Raises `gateway.errors.AgentUnavailable` when
+        the conversation store fails."""
         ...

@@ -42,7 +42,7 @@ from gateway.adk.event_translation import event_signals, translate_event
 from gateway.adk.live_config import LiveSettings
 from gateway.adk.live_plan import LivePlan, apply_to_agent, plan_for_agent
 from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
-from gateway.adk.resumption import HandleKeeper, open_conversation
+from gateway.adk.resumption import HandleKeeper, ensure_conversation, open_conversation
 from gateway.adk.run_config import RunConfigFactory, live_run_config_factory
 from gateway.adk.stall_watchdog import Recovery, StallKind, StallWatchdog, Step, watch
 from gateway.adk.upstream import UpstreamFailure, classify, refusal_message
@@ -405,6 +405,13 @@ class AdkAgentConnector:
             yield session
         finally:
             await session.aclose()
+
+    async def ensure_conversation(self, *, user_id: str, session_id: str) -> None:
+        """Create `user_id`'s conversation `session_id` unless it exists
+        (`ConversationCreator`: the bidi-demo's caller-named sessions)."""
+        await ensure_conversation(
+            self.session_service, app_name=self.app_name, user_id=user_id, session_id=session_id
+        )
 
     async def probe_upstream(self) -> tuple[UpstreamFailure, str] | None:
         """At start-up: open and close one Live connection; (the failure, what to tell

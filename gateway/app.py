@@ -33,7 +33,7 @@ from gateway.config import Settings
 from gateway.errors import StartupError
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
-from gateway.websocket_transport import add_websocket_routes
+from gateway.websocket_transport import add_bidi_demo_routes, add_websocket_routes
 
 if TYPE_CHECKING:
     from gateway.agent_bridge import AdkAgentConnector
@@ -98,6 +98,7 @@ def create_app(
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
     add_websocket_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
+    add_bidi_demo_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
     _add_client_routes(app)
     allow_cross_origin(app, settings.allowed_origins)
     return app

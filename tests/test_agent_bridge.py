@@ -7,6 +7,9 @@ Pins down:
 - speech during an answer yields `AgentInterrupted` and the answer's audio stops;
 - TEXT modality streams partial text, then the whole text;
 - an unknown `session_id` is refused; a known one is continued (its events persist);
+- a conversation named by the caller (the bidi-demo's path) is created once, per user,
+  in the SQLite store too, even by sockets racing to create it; a failing store is
+  `AgentUnavailable`;
 - leaving the session context ends `run_live` and leaves no task behind.
 """
 
@@ -14,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from google.adk.agents import Agent
-from google.adk.sessions import InMemorySessionService
+from google.adk.sessions import InMemorySessionService, Session
 
 import gateway.models.scripted  # noqa: F401  (registers scripted-live)
+from gateway.adk.sessions import build_session_service, check_session_service, close_session_service
 from gateway.agent_api import (
     AgentAudio,
     AgentEvent,
@@ -32,7 +38,7 @@ from gateway.agent_api import (
 from gateway.agent_bridge import AdkAgentConnector, AdkAgentSession
 from gateway.audio.formats import AGENT_INPUT_RATE_HZ, AGENT_OUTPUT_RATE_HZ
 from gateway.audio.pcm import tone
-from gateway.errors import UnknownSession
+from gateway.errors import AgentUnavailable, UnknownSession
 
 
 @pytest.fixture
@@ -141,3 +147,52 @@ async def test_sessions_are_continued_or_refused(connector: AdkAgentConnector) -
     assert stored is not None
     texts = [p.text for e in stored.events if e.content for p in e.content.parts or [] if p.text]
     assert "remember me" in texts
+
+
+def typed_turns(session: Session | None) -> list[str]:
+    assert session is not None
+    return [p.text for e in session.events if e.content for p in e.content.parts or [] if p.text]
+
+
+async def test_a_conversation_named_by_the_caller_is_created_once_per_user(
+    tmp_path: Path,
+) -> None:
+    service = build_session_service(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    await check_session_service(service, app_name="tests")
+    agent = Agent(name="named_agent", model="scripted-live", instruction="Be brief.")
+    bridge = AdkAgentConnector(agent, service, app_name="tests")
+    try:
+        await asyncio.gather(
+            *(bridge.ensure_conversation(user_id="alice", session_id="trip") for _ in range(3))
+        )
+        async with bridge.open_session(
+            user_id="alice", session_id="trip", modality=Modality.AUDIO
+        ) as session:
+            assert session.session_id == "trip"
+            session.send_text("my name is Ada")
+            await collect_until(session.events(), TurnComplete)
+        await bridge.ensure_conversation(user_id="alice", session_id="trip")  # kept as it is
+        await bridge.ensure_conversation(user_id="bob", session_id="trip")  # Bob's own
+        get = service.get_session
+        alice = await get(app_name="tests", user_id="alice", session_id="trip")
+        bob = await get(app_name="tests", user_id="bob", session_id="trip")
+        assert "my name is Ada" in typed_turns(alice)
+        assert typed_turns(bob) == []
+    finally:
+        await bridge.close()
+        await close_session_service(service)
+
+
+class BrokenStore(InMemorySessionService):
+    async def get_session(self, **kwargs: Any) -> Session | None:
+        raise ConnectionError("the database is down")
+
+
+async def test_a_failing_store_makes_the_agent_unavailable() -> None:
+    agent = Agent(name="named_agent", model="scripted-live", instruction="Be brief.")
+    bridge = AdkAgentConnector(agent, BrokenStore(), app_name="tests")
+    try:
+        with pytest.raises(AgentUnavailable):
+            await bridge.ensure_conversation(user_id="alice", session_id="trip")
+    finally:
+        await bridge.close()

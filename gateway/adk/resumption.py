@@ -7,6 +7,8 @@ update *clears* ADK's handle, and a connection dropped mid-reply then ends
 non-empty handle instead. ADK's session service persists the update events, so
 `latest_handle` finds the newest handle of a conversation in a later call, in any
 process (`open_conversation`). Handles are valid for 2 hours on the server.
+`ensure_conversation` creates a conversation under an id the caller chose (ADK's
+bidi-demo names its sessions), so `open_conversation` finds it.
 An ADK-facing helper: imports google.adk types and the gateway's errors.
 """
 
@@ -87,6 +89,33 @@ async def open_conversation(
         return created.id, None
     except UnknownSession:
         raise
+    except Exception as exc:  # boundary: the session store is down or misconfigured
+        logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
+        raise AgentUnavailable("the conversation store is unavailable") from exc
+
+
+async def ensure_conversation(
+    service: BaseSessionService, *, app_name: str, user_id: str, session_id: str
+) -> bool:
+    """Create `user_id`'s conversation `session_id` unless it exists, as ADK's guide
+    recommends (get, then create with that id); whether it was created. Sockets racing
+    to create it all succeed (the losers' create fails: `AlreadyExistsError`, or the
+    database's unique key). A store that fails is `AgentUnavailable`."""
+
+    async def exists() -> bool:
+        found = await service.get_session(app_name=app_name, user_id=user_id, session_id=session_id)
+        return found is not None
+
+    try:
+        if await exists():
+            return False
+        try:
+            await service.create_session(app_name=app_name, user_id=user_id, session_id=session_id)
+        except Exception:
+            if await exists():
+                return False  # created by another socket between our get and create
+            raise
+        return True
     except Exception as exc:  # boundary: the session store is down or misconfigured
         logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
         raise AgentUnavailable("the conversation store is unavailable") from exc

@@ -15,7 +15,8 @@ Server to client:
 
 With the `events=1` extension the text, transcript and turn messages are the
 data channel's JSON events instead (docs/protocol.md), so one client handles both
-transports; audio keeps the seed's shape.
+transports; audio keeps the seed's shape. `SEED_PROTOCOL` is all of this as the
+transport uses it (`socket_protocol.SocketProtocol`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.agent_api import (
@@ -43,7 +44,12 @@ from gateway.wire.data_channel import (
     error_message,
     event_message,
     is_valid_id,
+    session_message,
 )
+from gateway.wire.socket_protocol import ClientAudio as ClientAudio
+from gateway.wire.socket_protocol import ClientItem as ClientItem
+from gateway.wire.socket_protocol import ClientText as ClientText
+from gateway.wire.socket_protocol import SocketParams as SocketParams
 
 MIME_TEXT = "text/plain"
 MIME_AUDIO = "audio/pcm"
@@ -53,29 +59,6 @@ MAX_AUDIO_FRAME_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 128 * 1024
 
 _FLAGS = {"true": True, "false": False, "1": True, "0": False}
-
-
-@dataclass(frozen=True, slots=True)
-class SocketParams:
-    """What a `GET /ws/{user_id}` asks for, validated."""
-
-    user_id: str
-    modality: Modality
-    session_id: str | None
-    events: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ClientText:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientAudio:
-    pcm: bytes
-
-
-ClientItem = ClientText | ClientAudio
 
 
 def _flag(query: dict[str, str], name: str) -> bool:
@@ -152,6 +135,13 @@ class SeedEncoder:
         self._events = events
         self._sent = ""
 
+    def greeting(self, *, socket_id: str, session_id: str, modality: Modality) -> str | None:
+        """With `events`, the data channel's `session` message; the seed has none."""
+        return session_message(socket_id, session_id, modality.value) if self._events else None
+
+    def error(self, code: str, message: str, *, fatal: bool) -> str:
+        return error_message(code, message, fatal=fatal)
+
     def encode(self, event: AgentEvent) -> str | None:
         if isinstance(event, AgentAudio):
             return audio_frame(event.pcm)
@@ -177,3 +167,27 @@ class SeedEncoder:
         new = said[len(self._sent) :] if said.startswith(self._sent) else said
         self._sent = said if said.startswith(self._sent) else self._sent + said
         return _dump({"mime_type": MIME_TEXT, "data": new}) if new else None
+
+
+class SeedProtocol:
+    """The seed's protocol for the WebSocket transport (`SocketProtocol`)."""
+
+    name = "seed"
+    max_frame_bytes = MAX_FRAME_BYTES
+    #: An unknown `session_id` is refused (4404), as on `POST /calls`.
+    creates_sessions = False
+
+    def parse_request(self, path: Mapping[str, str], query: Mapping[str, str]) -> SocketParams:
+        return parse_params(path["user_id"], dict(query))
+
+    def parse_text(self, raw: str) -> ClientItem:
+        return parse_client_frame(raw)
+
+    def parse_binary(self, raw: bytes) -> ClientItem:
+        raise InvalidMessage("binary frames are not part of the protocol")
+
+    def encoder(self, params: SocketParams) -> SeedEncoder:
+        return SeedEncoder(events=params.events)
+
+
+SEED_PROTOCOL = SeedProtocol()

@@ -1,7 +1,8 @@
 """Fakes at our own seam (`gateway.agent_api`): an agent the test drives by hand.
 
-`FakeAgentConnector` implements `AgentConnector`; its sessions record what the
-caller sent (16 kHz PCM, text) and emit whatever events the test pushes. With
+`FakeAgentConnector` implements `AgentConnector` (and `ConversationCreator`: a
+conversation named by the caller is created when missing); its sessions record what
+the caller sent (16 kHz PCM, text) and emit whatever events the test pushes. With
 `echo_text=True` a text turn is answered with a transcript, a tone and
 `turn_complete`, like a real agent would.
 """
@@ -86,6 +87,9 @@ class FakeAgentConnector:
             yield session
         finally:
             session.closed = True
+
+    async def ensure_conversation(self, *, user_id: str, session_id: str) -> None:
+        self.known_sessions.add(session_id)
 
     @property
     def last(self) -> FakeAgentSession:
