@@ -9,6 +9,9 @@ Pins down:
 - aiortc: a tapped receiver hands its packets to the tap and decodes nothing; a
   receiver without the seam is refused clearly (`ReceivePathUnavailable`);
 - aioice: restricting host addresses changes what ICE gathers;
+- aiortc DTLS: our client also offers ECDHE-RSA suites (aiortc's offers none); an
+  `actpass` or `active` offer is answered `passive`, a `passive` one `active`, and
+  two real aiortc peers connect in each case;
 - ADK: the bounded request queue sees ADK's backlog grow and shrink and drops
   audio past its bound; a Gemini model's Live client is a google-genai client.
 """
@@ -16,17 +19,24 @@ Pins down:
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aioice.ice
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import (
+    AudioStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtp import RtpPacket
 from google.adk.models.google_llm import Gemini
 from google.genai import Client, types
 
 from gateway.adk import _adk
 from gateway.agent_bridge import _BoundedLiveRequestQueue
-from gateway.rtc import _aioice, _aiortc, ice
+from gateway.rtc import _aioice, _aiortc, ice, peer_connection
 from tests.support.peers import PeerPair
 
 
@@ -110,3 +120,42 @@ async def test_a_gemini_models_live_client_is_a_genai_client(
     client = _adk.live_api_client(Gemini(model="gemini-3.8-live"))
     assert isinstance(client, Client)
     assert callable(client.aio.live.connect)
+
+
+async def test_our_dtls_client_also_offers_rsa_suites(peers: PeerPair) -> None:
+    """Fails if the certificate swap stops reaching the SSL context aiortc builds."""
+    stock, _ = peers
+    ours = peer_connection.new_peer_connection(RTCConfiguration(iceServers=[]))
+    try:
+        offered = _aiortc.dtls_client_ciphers(ours)
+        assert offered[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"  # RFC 8827's mandatory suite
+        assert "ECDHE-RSA-AES128-GCM-SHA256" in offered
+        assert not any("-RSA-" in c for c in _aiortc.dtls_client_ciphers(stock))  # aiortc's
+    finally:
+        await peer_connection.close_quietly(ours)
+
+
+@pytest.mark.parametrize(
+    ("offered", "answered"),
+    [("actpass", "passive"), ("active", "passive"), ("passive", "active")],
+)
+async def test_the_answer_takes_the_dtls_role_the_offer_leaves(
+    peers: PeerPair, offered: str, answered: str
+) -> None:
+    """Both DTLS roles connect with two real aiortc peers (ECDSA on both sides)."""
+    caller, gateway_side = peers
+    await asyncio.wait_for(gateway_side.close(), 5)  # replaced by the gateway's kind
+    gateway_side = peer_connection.new_peer_connection(RTCConfiguration(iceServers=[]))
+    try:
+        caller.addTransceiver("audio", direction="sendrecv")
+        caller.createDataChannel("whip")
+        await caller.setLocalDescription(await caller.createOffer())
+        offer = caller.localDescription.sdp.replace("a=setup:actpass", f"a=setup:{offered}")
+        answer = await peer_connection.negotiate(gateway_side, offer, AudioStreamTrack())
+        assert re.findall(r"a=setup:(\w+)", answer) == [answered, answered]  # audio, data
+        await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        async with asyncio.timeout(10):
+            while {caller.connectionState, gateway_side.connectionState} != {"connected"}:
+                await asyncio.sleep(0.05)
+    finally:
+        await peer_connection.close_quietly(gateway_side)

@@ -15,8 +15,12 @@ one of these is caught by the test run, not by a caller.
    aioice task that outlives `close()` (see `rtc/_aioice.py`).
 3. The receiver's packet handler (`RTCRtpReceiver._handle_rtp_packet`), for
    benchmarks that feed packets without a network (`inject_rtp_packet`).
+4. DTLS with any peer (`answer_actpass_as_dtls_server`, `offer_rsa_cipher_suites`):
+   the DTLS transports' role (`RTCDtlsTransport._set_role`, read by `createAnswer`)
+   and the peer connection's certificate (`RTCPeerConnection.__certificates`, whose
+   `_create_ssl_context` sets the cipher list). See those functions for why.
 
-Imports aiortc only.
+Imports aiortc only (and pyOpenSSL, which aiortc's DTLS is built on).
 """
 
 from __future__ import annotations
@@ -25,14 +29,19 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcdtlstransport import SRTP_PROFILES, SRTPProtectionProfile
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
+from OpenSSL import SSL
 
 #: The receiver's private jitter buffer, name-mangled (`self.__jitter_buffer`).
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _ICE_CONNECTION_ATTR = "_connection"
+#: The peer connection's private certificate list, name-mangled (`self.__certificates`).
+_CERTIFICATES_ATTR = "_RTCPeerConnection__certificates"
 
 
 class ReceivePathUnavailable(RuntimeError):
@@ -111,6 +120,92 @@ async def inject_rtp_packet(receiver: RTCRtpReceiver, packet: RtpPacket, arrival
     await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms)
 
 
+#: The cipher suites our DTLS client offers: aiortc's four ECDHE-ECDSA suites, each
+#: followed by its ECDHE-RSA twin, in the order Chrome offers them (aiortc issue #1335
+#: lists Chrome's ClientHello). aiortc 1.16 offers ECDHE-ECDSA only (its PR #1011 cut
+#: the list to avoid ClientHello fragmentation with mbed TLS peers; 8 suites stay well
+#: under Chrome's 11), so an RSA-certificate DTLS server such as GStreamer's webrtcbin
+#: (`whipclientsink`) fails with "no shared cipher" (aiortc PR #1392, #1421, issue
+#: #1434; FIELD-NOTES "DTLS with RSA peers"). RFC 8827 s6.5 makes
+#: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 mandatory, not exclusive; it stays first.
+DTLS_CLIENT_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:"
+    b"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
+)
+
+
+class _AnyPeerCertificate(RTCCertificate):
+    """aiortc's certificate (the same ECDSA key), whose DTLS contexts also offer the
+    ECDHE-RSA suites (`DTLS_CLIENT_CIPHERS`). As a DTLS server with an ECDSA key only
+    ECDSA suites can be chosen, so this changes only what our client offers."""
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        context: SSL.Context = super()._create_ssl_context(srtp_profiles)
+        context.set_cipher_list(DTLS_CLIENT_CIPHERS)
+        return context
+
+
+def offer_rsa_cipher_suites(pc: RTCPeerConnection) -> None:
+    """Make `pc`'s DTLS client work with RSA-certificate servers too.
+
+    Call right after constructing `pc`: aiortc hands its certificate list to each DTLS
+    transport it creates (on `setRemoteDescription`), and only then builds the SSL
+    context. Used when an offer says `a=setup:passive`, forcing us to be the client.
+    """
+    certificates = getattr(pc, _CERTIFICATES_ATTR)
+    setattr(
+        pc,
+        _CERTIFICATES_ATTR,
+        [_AnyPeerCertificate(key=c._key, cert=c._cert) for c in certificates],
+    )
+
+
+def dtls_client_ciphers(pc: RTCPeerConnection) -> list[str]:
+    """The DTLS 1.2 cipher suites `pc`'s DTLS client would offer (OpenSSL names;
+    OpenSSL's TLS 1.3 suites, `TLS_*`, never apply to DTLS 1.2 and are left out)."""
+    certificate = getattr(pc, _CERTIFICATES_ATTR)[0]
+    connection = SSL.Connection(certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES))
+    connection.set_connect_state()
+    return [c for c in connection.get_cipher_list() if not c.startswith("TLS_")]
+
+
+def answer_actpass_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """After an offer is applied: where it said `a=setup:actpass`, we will answer
+    `a=setup:passive` (DTLS server) instead of aiortc's `a=setup:active`.
+
+    Why: (1) the caller, as DTLS client, picks from its own cipher list, and every
+    stack we know offers the ECDHE-ECDSA suites our certificate needs, while aiortc's
+    client cannot talk to an RSA server (GStreamer webrtcbin, `whipclientsink`:
+    "no shared cipher", FIELD-NOTES "DTLS with RSA peers"); (2) as DTLS client we could
+    send our ClientHello before the caller has applied our answer and knows our
+    fingerprint: libdatachannel then fails the call with "unknown CA" (reported: 3
+    calls in 40 on a busy 2-core machine; not reproduced here, docs/benchmarks.md).
+    A passive answer cannot race so: the caller sends the ClientHello, after ICE,
+    which it cannot finish without our answer.
+    RFC 5763 s5 lets the answerer choose `active` or `passive`; it recommends
+    `active` only so the handshake can overlap the answer's trip. RFC 8842, which
+    replaced those offer/answer rules, leaves the answerer the same choice, and the
+    WHIP working group considered requiring passive answers (wish-wg/webrtc-http-
+    ingest-protocol issue #6). Here the answer is the HTTP response and the caller
+    cannot finish ICE before it has it, so `active` buys next to nothing.
+    An offer that says `active` or `passive` keeps aiortc's handling (aiortc PR #1090):
+    the role it leaves is the one asked for. aiortc's `createAnswer` writes the
+    transport's role into the answer when it is not "auto".
+    """
+    offer = SessionDescription.parse(pc.remoteDescription.sdp)
+    actpass = {m.rtp.muxId for m in offer.media if m.dtls is not None and m.dtls.role == "auto"}
+    transports: list[RTCDtlsTransport] = [
+        t.receiver.transport for t in pc.getTransceivers() if t.mid in actpass
+    ]
+    if pc.sctp is not None and pc.sctp.mid in actpass:
+        transports.append(pc.sctp.transport)
+    for transport in transports:
+        if transport._role == "auto":
+            transport._set_role("server")
+
+
 def shape_problems() -> list[str]:
     """What in the installed aiortc no longer matches the touches above (empty: all do)."""
     problems = []
@@ -134,4 +229,30 @@ def shape_problems() -> list[str]:
         RTCIceTransport
     ):
         problems.append("RTCIceTransport no longer keeps its aioice Connection in _connection")
+    return problems + _dtls_shape_problems()
+
+
+def _dtls_shape_problems() -> list[str]:
+    problems = []
+    pc_source = inspect.getsource(RTCPeerConnection)
+    if "self.__certificates = [RTCCertificate.generateCertificate()]" not in pc_source:
+        problems.append("RTCPeerConnection no longer keeps its certificates in __certificates")
+    if "RTCDtlsTransport(iceTransport, self.__certificates)" not in pc_source:
+        problems.append("RTCPeerConnection no longer hands __certificates to its transports")
+    if "self.__local_certificate._create_ssl_context(" not in inspect.getsource(
+        RTCDtlsTransport.start
+    ):
+        problems.append("RTCDtlsTransport.start no longer builds its context from the certificate")
+    if list(inspect.signature(RTCCertificate._create_ssl_context).parameters) != [
+        "self",
+        "srtp_profiles",
+    ]:
+        problems.append("RTCCertificate._create_ssl_context takes other arguments")
+    answer_source = inspect.getsource(RTCPeerConnection.createAnswer)
+    if 'if dtlsTransport._role == "auto":' not in answer_source or (
+        "media.dtls.role = dtlsTransport._role" not in answer_source
+    ):
+        problems.append("createAnswer no longer answers with the DTLS transport's role")
+    if "self._role = role" not in inspect.getsource(RTCDtlsTransport._set_role):
+        problems.append("RTCDtlsTransport._set_role no longer sets _role")
     return problems

@@ -4,7 +4,9 @@ aiortc's SDP parser raises far more than ValueError on hostile input (AttributeE
 AssertionError, KeyError, IndexError, TypeError, StopIteration-as-RuntimeError), its
 asserts vanish under `python -O`, and `pc.close()` can itself raise after a half-applied
 description. Everything here turns those into `InvalidSdp` and never leaks a peer
-connection. Knows aiortc; speaks SDP strings to its callers.
+connection. DTLS works with any peer: an `actpass` offer is answered `passive` (the
+caller is DTLS client) and our client also offers ECDHE-RSA suites (`_aiortc`, item 4).
+Knows aiortc; speaks SDP strings to its callers.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ async def negotiate(pc: RTCPeerConnection, offer_sdp: str, outbound: MediaStream
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     except Exception as exc:
         raise InvalidSdp(f"the offer cannot be used ({type(exc).__name__})") from None
+    _aiortc.answer_actpass_as_dtls_server(pc)  # the caller is DTLS client: see there
     pc.addTrack(outbound)  # reuses the offered audio transceiver
     answer = await pc.createAnswer()
     await pc.setLocalDescription(answer)
@@ -120,7 +123,10 @@ async def add_remote_candidates(
 
 
 def new_peer_connection(configuration: RTCConfiguration) -> RTCPeerConnection:
-    return RTCPeerConnection(configuration=configuration)
+    """A peer connection whose DTLS works with RSA and ECDSA peers in either role."""
+    pc = RTCPeerConnection(configuration=configuration)
+    _aiortc.offer_rsa_cipher_suites(pc)
+    return pc
 
 
 async def close_quietly(pc: RTCPeerConnection) -> None:

@@ -1,0 +1,1 @@
+"""Calls from independent WebRTC stacks: GStreamer's webrtcbin, werift, libdatachannel."""
