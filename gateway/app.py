@@ -49,7 +49,13 @@ def create_app(
     settings: Settings, connector: AgentConnector, member: Membership | None = None
 ) -> web.Application:
     """The gateway's aiohttp app, serving `connector`'s agent (as worker `member`)."""
-    ice.restrict_host_addresses(settings.ice_addresses)
+    try:
+        ice_addresses = ice.host_addresses(
+            settings.ice_addresses, serving_loopback_only=settings.serves_loopback_only
+        )
+    except ice.UnknownInterfaceError as exc:
+        raise StartupError(str(exc)) from None
+    ice.restrict_host_addresses(ice_addresses)
     app = web.Application(middlewares=[signaling.error_middleware])
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
@@ -74,9 +80,7 @@ def create_app(
         ice.rtc_configuration(settings.ice_servers),
         admission=admission,
         limits=limits,
-        allow_loopback_candidates=any(
-            ipaddress.ip_address(a).is_loopback for a in settings.ice_addresses
-        ),
+        allow_loopback_candidates=any(ipaddress.ip_address(a).is_loopback for a in ice_addresses),
         worker=0 if member is None else member.index,
     )
     app[LOCAL_CALLS_KEY] = manager

@@ -77,8 +77,9 @@ class Settings(BaseModel):
     )
     ice_addresses: tuple[str, ...] = Field(
         (),
-        description="Local addresses ICE may gather host candidates on "
-        "(e.g. `127.0.0.1` for loopback-only); empty means every interface.",
+        description="Local addresses or interface names ICE may gather host candidates on "
+        "(e.g. `127.0.0.1`, `eth0`); empty means every interface, with loopback too when "
+        "the gateway serves on loopback only.",
     )
     call_setup_timeout_s: float = Field(
         30.0, gt=0, description="A call whose media never connects is ended after this."
@@ -201,6 +202,11 @@ class Settings(BaseModel):
     def authenticated(self) -> bool:
         """Whether callers must present a credential."""
         return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def serves_loopback_only(self) -> bool:
+        """Whether only this host can reach the HTTP server."""
+        return _is_loopback_host(self.host)
 
     def secret_values(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """Every secret the process holds, for the log redactor: ours, and the

@@ -177,7 +177,10 @@ async def test_failed_calls_give_exit_status_1(unused_tcp_port: int) -> None:
         (["http://127.0.0.1:1", "--rate", "0"], "rate must be > 0"),
         (["http://127.0.0.1:1", "--barge-in-after", "-1"], "barge-in-after must be > 0"),
         (["http://127.0.0.1:1", "--prompt", "/nonexistent.wav"], "prompt file not found"),
-        (["http://127.0.0.1:1", "--ice-addresses", "eth0"], "not an IP address"),
+        (
+            ["http://127.0.0.1:1", "--ice-addresses", "wlan-none"],
+            "neither an IP address nor an interface",
+        ),
     ],
 )
 def test_bad_options_are_refused_clearly(args: list[str], message: str) -> None:

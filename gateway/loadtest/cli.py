@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--energy-threshold", type=float, default=defaults.energy_threshold,
         help="RMS of a 20 ms frame above which it is agent audio (%(default)s)")  # fmt: skip
     add("--ice-addresses",
-        help="local addresses ICE may use, comma-separated (default: 127.0.0.1 for a "
-        "loopback gateway, else all interfaces)")  # fmt: skip
+        help="local addresses or interface names ICE may use, comma-separated "
+        "(default: 127.0.0.1 for a loopback gateway, else all interfaces)")  # fmt: skip
     add("--report", type=Path, help="write the full report here as JSON")
     add("--quiet", action="store_true", help="no progress lines")
     return parser

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.rtc import ice
+
 
 class LoadTestConfigError(ValueError):
     """An option is out of range or inconsistent; the message says which and why."""
@@ -67,20 +69,21 @@ class LoadTestConfig:
             _positive("barge-in-after", self.barge_in_after_s)
         if self.prompt_path is not None and not Path(self.prompt_path).is_file():
             raise LoadTestConfigError(f"prompt file not found: {self.prompt_path}")
-        for address in self.ice_addresses or ():
+        if self.ice_addresses:
             try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                raise LoadTestConfigError(f"not an IP address: {address!r}") from None
+                ice.host_addresses(self.ice_addresses, serving_loopback_only=False)
+            except ice.UnknownInterfaceError as exc:
+                raise LoadTestConfigError(str(exc).removeprefix("ice_addresses: ")) from None
 
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
 
     def effective_ice_addresses(self) -> tuple[str, ...]:
-        """The addresses ICE may use (empty: every interface)."""
+        """The addresses ICE may use (empty: every interface); interface names are
+        resolved to their addresses."""
         if self.ice_addresses is not None:
-            return self.ice_addresses
+            return ice.host_addresses(self.ice_addresses, serving_loopback_only=False)
         host = urlsplit(self.url).hostname or ""
         try:
             loopback = ipaddress.ip_address(host).is_loopback

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiortc import RTCSessionDescription
 
 from gateway.loadtest.config import LoadTestConfig
 from gateway.loadtest.headless_caller import HeadlessCaller
@@ -85,7 +86,9 @@ class LoadTestCall:
         try:
             first = await self.monitor.wait_first_packet(self.config.connect_timeout_s)
             if first is None:
-                self._fail(f"no media within {self.config.connect_timeout_s:g} s")
+                self._fail(
+                    f"no media within {self.config.connect_timeout_s:g} s" + _ice_diagnosis(caller)
+                )
                 return
             self.result.connect_s = first - started
             held_from = time.monotonic()
@@ -179,3 +182,30 @@ class LoadTestCall:
                 (round(a - m.first_packet_at, 3), round(b - a, 3))
                 for a, b in m.gap_windows[:GAPS_IN_REPORT]
             ]
+
+
+def _ice_diagnosis(caller: HeadlessCaller) -> str:
+    """Why a call had no media, when ICE is the reason: which addresses each side
+    offered, and what to change (the usual cause: no address both can reach)."""
+    state = caller.pc.iceConnectionState
+    if state in ("connected", "completed"):
+        return ""
+    ours = _candidate_addresses(caller.pc.localDescription)
+    theirs = _candidate_addresses(caller.pc.remoteDescription)
+    return (
+        f": ICE {state} (this tester offered {ours or 'no candidates'}, the gateway "
+        f"answered {theirs or 'no candidates'}); start the gateway with --ice-addresses "
+        "including an address this machine reaches, or give the tester --ice-addresses"
+    )
+
+
+def _candidate_addresses(description: RTCSessionDescription | None) -> str:
+    if description is None:
+        return ""
+    found = []
+    for line in description.sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) >= 6:
+                found.append(f"{parts[4]}:{parts[5]}")
+    return ", ".join(dict.fromkeys(found))

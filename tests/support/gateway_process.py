@@ -64,15 +64,18 @@ async def serving(
     workers: int | None = None,
     port: int | None = None,
     open_files: int | None = None,
+    loopback_ice: bool = True,
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m <module> <args> --port <free>` with `env` (default: this process's),
     until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1` come first for the
-    gateway itself; `args` can override them. `open_files` sets the process's
+    gateway itself (`loopback_ice=False`: no `--ice-addresses`, the default a user
+    gets); `args` can override them. `open_files` sets the process's
     RLIMIT_NOFILE (soft and hard), as `ulimit -n` would."""
     port = port or free_port()
     argv = [*args, "--port", str(port)]
     if module == "gateway":
-        argv = ["--host", "127.0.0.1", "--ice-addresses", "127.0.0.1", *argv]
+        ice = ["--ice-addresses", "127.0.0.1"] if loopback_ice else []
+        argv = ["--host", "127.0.0.1", *ice, *argv]
     sink = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None
     try:
         process = await asyncio.create_subprocess_exec(
