@@ -248,6 +248,21 @@ function dropped(call) {
   retry();
 }
 
+/** The device's network changed (Wi-Fi to mobile, a VPN came up): the call's ICE path
+ * is likely gone, and the gateway cannot restart ICE (aiortc has no ICE restart), so
+ * the call moves instead: a new offer continuing the same session. The gateway ends
+ * the old call when the new one arrives, should our hang-up not get through. */
+function networkChanged() {
+  const call = state.call;
+  if (!call?.live || call.transport !== "webrtc" || !state.mode) return;
+  state.call = null;
+  call.hangUp();
+  ui.setAgent("idle");
+  ui.system("The network changed; moving the call to it…");
+  state.attempt = 0;
+  connect();
+}
+
 function onCallState(call, callState) {
   if (state.call !== call || !call.live) return;
   if (callState === "disconnected") {
@@ -376,6 +391,8 @@ function wireControls() {
     if (ui.el.audio.srcObject && ui.el.audio.paused) ui.el.audio.play().catch(() => {});
   });
   window.addEventListener("pagehide", () => endCall());
+  window.addEventListener("online", networkChanged);
+  navigator.connection?.addEventListener?.("change", networkChanged);
 }
 
 window.gatewayClient = { call: null, state };
