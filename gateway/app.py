@@ -10,7 +10,6 @@ its calls are its share of the capacity and the rest are reached through
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from gateway.config import Settings
 from gateway.errors import StartupError
 from gateway.metrics.counters import AGENT_HEALTH
 from gateway.rtc import ice
+from gateway.rtc.ice_policy import IcePolicy
 from gateway.websocket_transport import add_websocket_routes
 
 if TYPE_CHECKING:
@@ -54,9 +54,13 @@ def create_app(
         ice.rtc_configuration(settings.ice_servers),
         max_calls=max_calls,
         setup_timeout_s=settings.call_setup_timeout_s,
-        allow_loopback_candidates=any(
-            ipaddress.ip_address(a).is_loopback for a in settings.ice_addresses
+        ice_policy=IcePolicy.from_settings(
+            max_candidates=settings.ice_max_candidates,
+            allowed_networks=settings.ice_allowed_networks,
+            own_addresses=settings.ice_addresses,
+            allow_mdns=settings.ice_mdns_candidates,
         ),
+        max_pending_per_source=settings.max_pending_calls_per_source,
         worker=0 if member is None else member.index,
         on_count=None if member is None else member.count_calls,
     )

@@ -6,6 +6,7 @@ environment, then defaults. Imports nothing from the media stack or ADK.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -87,6 +88,34 @@ class Settings(BaseModel):
         "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
     )
 
+    # Issue 12 (safe to put on the internet): what a caller can make the gateway send
+    # before its media connects. docs/protocol.md, "ICE policy", says why these values.
+    ice_max_candidates: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Remote ICE candidates per call, offered and trickled together; "
+        "further ones are dropped (each costs ~6 STUN checks sent by the gateway).",
+    )
+    ice_allowed_networks: tuple[str, ...] = Field(
+        (),
+        description="CIDRs callers' candidates may point into besides public addresses "
+        "(LAN deployments, e.g. `192.168.0.0/16`). Private, CGNAT and loopback ranges are "
+        "otherwise refused unless one of `ice_addresses` is in them.",
+    )
+    ice_mdns_candidates: bool = Field(
+        True,
+        description="Resolve callers' mDNS host candidates (`<uuid>.local`, how browsers "
+        "hide host addresses; useful when callers share a link with the gateway). Off: "
+        "they are dropped and the gateway sends no multicast queries.",
+    )
+    max_pending_calls_per_source: int = Field(
+        8,
+        ge=1,
+        description="Calls from one client address still connecting, per worker process; "
+        "beyond it offers get 429 `too_many_pending` with Retry-After.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _capacity_from_workers(cls, data: Any) -> Any:
@@ -99,11 +128,18 @@ class Settings(BaseModel):
             return data  # the `workers` field reports the mistake
         return {**data, "max_calls": max(workers, 1) * CALLS_PER_CORE}
 
-    @field_validator("ice_servers", "ice_addresses", mode="before")
+    @field_validator("ice_servers", "ice_addresses", "ice_allowed_networks", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ice_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
         return value
 
     @field_validator("log_level")

@@ -109,6 +109,7 @@ async def post_calls(request: web.Request) -> web.Response:
         user_id=_query_id(request, "user_id") or DEFAULT_USER_ID,
         session_id=_query_id(request, "session_id"),
         modality=_query_mode(request),
+        source=request.remote or "",
     )
     location = f"/calls/{answer.call_id}"
     return web.Response(
@@ -137,6 +138,7 @@ async def post_offer(request: web.Request) -> web.Response:
         user_id=offer.user_id or DEFAULT_USER_ID,
         session_id=offer.session_id,
         modality=Modality(offer.mode),
+        source=request.remote or "",
     )
     return web.json_response(
         {

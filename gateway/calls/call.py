@@ -28,13 +28,18 @@ from gateway.agent_api import (
 )
 from gateway.calls.caller_channel import CallerChannel
 from gateway.calls.service import HANGUP_TIMEOUT_S, Answer, CallRequest
-from gateway.errors import GatewayError, error_reply
+from gateway.errors import GatewayError, MessageTooLarge, error_reply
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.rtc import peer_connection
+from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
 from gateway.rtc.receive_path import caller_audio_track
 from gateway.wire import data_channel
 
 logger = logging.getLogger(__name__)
+
+#: Time a last fatal `error` gets to leave before hanging up aborts the association
+#: (a few round trips on the worst link a call survives).
+ERROR_FLUSH_S = 0.2
 
 
 class _CallEnded(Exception):
@@ -45,7 +50,8 @@ class _CallEnded(Exception):
 
 class Call:
     """One call from offer to hang-up; `start` it, then `answer`, `add_candidates`,
-    `hang_up`. Validates the offer when made (raising `InvalidSdp`/`NoAudioInOffer`)."""
+    `hang_up`. Validates the offer when made (raising `InvalidSdp`/`NoAudioInOffer`);
+    the caller's candidates, offered and trickled, go through `ice_policy`."""
 
     def __init__(
         self,
@@ -55,20 +61,20 @@ class Call:
         rtc_configuration: RTCConfiguration,
         *,
         setup_timeout_s: float,
-        allow_loopback_candidates: bool = False,
+        ice_policy: IcePolicy | None = None,
         on_ended: Callable[[Call], None] | None = None,
     ) -> None:
-        peer_connection.validate_offer(request.offer_sdp)
+        self._shape = peer_connection.validate_offer(request.offer_sdp)
         self.call_id = call_id
         self.request = request
-        self._offer_sdp = peer_connection.filter_candidate_lines(
-            request.offer_sdp, allow_loopback=allow_loopback_candidates
-        )
+        self._candidates = CandidateBudget(ice_policy or IcePolicy())
+        self._offer_sdp = self._candidates.filter_sdp(request.offer_sdp)
         self._connector = connector
         self._rtc_configuration = rtc_configuration
         self._setup_timeout_s = setup_timeout_s
-        self._allow_loopback = allow_loopback_candidates
         self._on_ended = on_ended
+        self._connected = False
+        self._oversized = False
         self._pc: RTCPeerConnection | None = None
         self._outbound = AgentAudioTrack()
         self._caller_tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
@@ -78,6 +84,11 @@ class Call:
         self._hangup_requested = asyncio.Event()
         self._hangup_reason: str | None = None
         self._connection_changed = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the caller's media has connected (it proved it holds its address)."""
+        return self._connected
 
     @property
     def peer_connection(self) -> RTCPeerConnection | None:
@@ -102,7 +113,7 @@ class Call:
         """Trickle ICE: the caller's candidates (RFC 8840 sdpfrag); `InvalidSdp` if bad."""
         if self._pc is not None:
             await peer_connection.add_remote_candidates(
-                self._pc, sdpfrag, allow_loopback=self._allow_loopback
+                self._pc, sdpfrag, budget=self._candidates, mid=self._shape.ice_mid
             )
 
     async def hang_up(self, reason: str = "caller hung up") -> None:
@@ -135,12 +146,15 @@ class Call:
         except GatewayError as exc:
             outcome = exc.code
             self._fail_answer(exc)
-        except Exception as exc:  # boundary: a bug ends this call, never the gateway
+        except Exception:  # boundary: a bug ends this call, never the gateway
             logger.exception("call %s failed", self.call_id)
             outcome = "internal error"
-            self._fail_answer(exc)
+            self._fail_answer(GatewayError("internal error"))  # a JSON 500, not a crash
         finally:
             await peer_connection.close_quietly(pc)
+            if self._candidates.dropped:
+                logger.info("call %s dropped candidates: %s", self.call_id,
+                            dict(self._candidates.dropped))  # fmt: skip
             if not self._answer.done():
                 self._answer.cancel()
             logger.info("call %s ended after %.1f s: %s", self.call_id,
@@ -155,6 +169,7 @@ class Call:
     async def _negotiate_and_run(self, pc: RTCPeerConnection) -> str:
         self._listen(pc)
         answer_sdp = await peer_connection.negotiate(pc, self._offer_sdp, self._outbound)
+        peer_connection.limit_message_size(pc, self._on_oversized_message)
         request = self.request
         async with self._connector.open_session(
             user_id=request.user_id,
@@ -171,6 +186,11 @@ class Call:
             logger.info("call %s dropped %d outgoing and %d incoming messages", self.call_id,
                         self._channel.dropped_out, self._channel.dropped_in)  # fmt: skip
         return reason
+
+    def _on_oversized_message(self) -> None:
+        """From aiortc's SCTP task: only signal (the watchdog ends the call)."""
+        self._oversized = True
+        self._connection_changed.set()
 
     def _listen(self, pc: RTCPeerConnection) -> None:
         """Library callbacks only signal: pyee runs async handlers as untracked tasks."""
@@ -242,17 +262,30 @@ class Call:
         while True:
             if self._hangup_requested.is_set():
                 raise _CallEnded(self._hangup_reason or "hung up")
+            if self._oversized:
+                await self._refuse_oversized_message()
             state = pc.connectionState
             if state in ("failed", "closed"):
                 raise _CallEnded(f"connection {state}")
             if state == "connected" and not connected:
-                connected = True
+                connected = self._connected = True
                 logger.info("call %s connected", self.call_id)
             if not connected and time.monotonic() > deadline:
                 raise _CallEnded("media never connected")
             self._connection_changed.clear()
             timeout = None if connected else max(0.0, deadline - time.monotonic())
             await _first_of(self._hangup_requested, self._connection_changed, timeout)
+
+    async def _refuse_oversized_message(self) -> None:
+        """Tell the caller (fatal `error`), give the message a moment to leave (hanging
+        up aborts the association), end the call."""
+        error = MessageTooLarge(
+            f"a data-channel message exceeded {peer_connection.MAX_MESSAGE_BYTES} bytes "
+            "(a=max-message-size)"
+        )
+        self._channel.send(data_channel.error_message(error.code, error.message, fatal=True))
+        await asyncio.sleep(ERROR_FLUSH_S)
+        raise _CallEnded("message too large")
 
 
 async def _first_of(a: asyncio.Event, b: asyncio.Event, limit_s: float | None) -> None:

@@ -28,6 +28,8 @@ class CallRequest:
     user_id: str
     session_id: str | None
     modality: Modality
+    #: Where the offer came from (the client's address; "" when unknown).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,17 @@ class CallService(Protocol):
     """The gateway's calls as the HTTP edge sees them."""
 
     async def accept_offer(
-        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+        self,
+        offer_sdp: str,
+        *,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        source: str = "",
     ) -> Answer:
         """Start a call; raise a `GatewayError` for anything unusable (bounded by
-        `ANSWER_TIMEOUT_S`)."""
+        `ANSWER_TIMEOUT_S`). `source` is the client's address: too many calls from
+        one that are still connecting get `TooManyPending`."""
         ...
 
     async def add_candidates(self, call_id: str, sdpfrag: str) -> None: ...

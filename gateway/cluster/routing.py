@@ -85,18 +85,31 @@ class ClusterCalls:
         return [load for load in self._slots() if load is not None]
 
     async def accept_offer(
-        self, offer_sdp: str, *, user_id: str, session_id: str | None, modality: Modality
+        self,
+        offer_sdp: str,
+        *,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        source: str = "",
     ) -> Answer:
-        """Answer on the least-loaded worker with room; 503 only when all are full."""
+        """Answer on the least-loaded worker with room; 503 only when all are full.
+        `source` goes with the offer: each worker counts a source's pending calls."""
         for index in self._placement_order():
             try:
                 if index == self._member.index:
                     return await self._local.accept_offer(
-                        offer_sdp, user_id=user_id, session_id=session_id, modality=modality
+                        offer_sdp,
+                        user_id=user_id,
+                        session_id=session_id,
+                        modality=modality,
+                        source=source,
                     )
                 self._placing[index] += 1
                 try:
-                    return await self._offer_to(index, offer_sdp, user_id, session_id, modality)
+                    return await self._offer_to(
+                        index, offer_sdp, user_id, session_id, modality, source
+                    )
                 finally:
                     self._placing[index] -= 1
             except (AtCapacity, WorkerUnavailable) as exc:
@@ -161,9 +174,21 @@ class ClusterCalls:
         return session
 
     async def _offer_to(
-        self, index: int, sdp: str, user_id: str, session_id: str | None, modality: Modality
+        self,
+        index: int,
+        sdp: str,
+        user_id: str,
+        session_id: str | None,
+        modality: Modality,
+        source: str,
     ) -> Answer:
-        body = {"sdp": sdp, "user_id": user_id, "session_id": session_id, "mode": modality.value}
+        body = {
+            "sdp": sdp,
+            "user_id": user_id,
+            "session_id": session_id,
+            "mode": modality.value,
+            "source": source,
+        }
         try:
             async with self._session(index).post(
                 f"{_BASE}/internal/offer",
@@ -217,6 +242,7 @@ class _InternalOffer(BaseModel):
     user_id: str
     session_id: str | None
     mode: Modality
+    source: str = ""
 
 
 def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application:
@@ -229,7 +255,11 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
     async def offer(request: web.Request) -> web.Response:
         body = _InternalOffer.model_validate_json(await request.read())
         answer = await local.accept_offer(
-            body.sdp, user_id=body.user_id, session_id=body.session_id, modality=body.mode
+            body.sdp,
+            user_id=body.user_id,
+            session_id=body.session_id,
+            modality=body.mode,
+            source=body.source,
         )
         return web.json_response(
             {
