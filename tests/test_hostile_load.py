@@ -46,7 +46,8 @@ from gateway.rtc.real_time_policer import (
     RealTimePolicer,
     opus_packet_duration_s,
 )
-from tests.fuzz.amplification import SDP, SDPFRAG, attack, sdpfrag
+from tests.fuzz.amplification import attack, sdpfrag
+from tests.fuzz.edge import JSON, SDP, SDPFRAG
 from tests.fuzz.mutations import HOSTILE_JSON, random_offer, random_sdpfrag
 from tests.fuzz.udp_listeners import UdpListeners
 from tests.support.fakes import FakeAgentConnector
@@ -62,7 +63,6 @@ MAX_TRANSMISSIONS = 7
 #: The event loop's default executor starts threads on demand (name lookups of the
 #: test client) and keeps them: up to min(32, cores + 4). Nothing else may remain.
 THREAD_TOLERANCE = min(32, (os.cpu_count() or 1) + 4)
-JSON_HEADERS = {"Content-Type": "application/json"}
 #: What aiohttp's router answers itself (text) for a method or path no route has.
 _ROUTER_REPLIES = {b"405: Method Not Allowed", b"404: Not Found"}
 
@@ -137,7 +137,7 @@ async def mutated_offers(gateway: HostileGateway) -> None:
     def job(n: int, offer: str) -> Callable[[], Awaitable[int]]:
         if n % 2:
             body = json.dumps({"sdp": offer, "type": "offer"})
-            return lambda: gateway.send("offers", "POST", "/offer", body, JSON_HEADERS)
+            return lambda: gateway.send("offers", "POST", "/offer", body, JSON)
         data = offer.encode("utf-8", "surrogatepass")
         return lambda: gateway.send("offers", "POST", "/calls", data, SDP)
 
@@ -179,7 +179,7 @@ async def json_and_http_abuse(gateway: HostileGateway) -> None:
     """Bodies `/offer` cannot use; methods, types and paths the edge does not serve."""
     for _ in range(SCALE):
         for body in HOSTILE_JSON:
-            await gateway.send("abuse", "POST", "/offer", body, JSON_HEADERS)
+            await gateway.send("abuse", "POST", "/offer", body, JSON)
         for method, path, headers in [
             ("POST", "/calls", {"Content-Type": "text/plain"}),
             ("POST", "/calls", {"Content-Type": "application/sdp; charset=latin-1"}),

@@ -34,7 +34,8 @@ from gateway.config import ConfigError, load_settings
 from gateway.errors import InvalidSdp
 from gateway.rtc import ice
 from gateway.rtc.ice_policy import CandidateBudget, IcePolicy, check_credentials
-from tests.fuzz.amplification import SDP, SDPFRAG, hostile_offer, sdpfrag
+from tests.fuzz.amplification import hostile_offer, sdpfrag
+from tests.fuzz.edge import SDP, SDPFRAG
 from tests.fuzz.udp_listeners import UdpListeners
 from tests.support.fakes import FakeAgentConnector
 from tests.support.peers import HeadlessCaller, live_call
@@ -147,13 +148,15 @@ def test_the_cap_counts_offer_and_trickle_together() -> None:
     filtered = budget.filter_sdp(offer + "a=end-of-candidates\r\n")
     assert filtered.count("a=candidate:") == 2
     assert "a=end-of-candidates" not in filtered  # ICE waits for peer-reflexive ones
-    assert budget.admit_line(line("8.8.4.4"))  # the third
-    assert not budget.admit_line(line("8.8.4.5"))  # over the cap
-    assert not budget.admit_line(line("8.8.4.4"))  # a duplicate is ignored, not counted
+    third = budget.admit(line("8.8.4.4"))
+    assert third is not None
+    assert (third.ip, third.port) == ("8.8.4.4", 40000)
+    assert budget.admit(line("8.8.4.5")) is None  # over the cap
+    assert budget.admit(line("8.8.4.4")) is None  # a duplicate is ignored, not counted
     assert budget.accepted == 3
     assert dict(budget.dropped) == {"address": 1, "over_cap": 1}
     with pytest.raises(InvalidSdp):
-        budget.admit_line("a=candidate:1 1 udp")
+        budget.admit("a=candidate:1 1 udp")
     whole = "v=0\r\n" + line("8.8.8.8") + "\r\na=end-of-candidates\r\n"
     assert CandidateBudget(IcePolicy()).filter_sdp(whole) == whole  # nothing dropped
 

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from gateway.errors import InvalidSdp
@@ -142,9 +143,9 @@ class CandidateBudget:
     dropped: Counter[str] = field(default_factory=Counter)
     _seen: set[tuple[str, int]] = field(default_factory=set)
 
-    def admit_line(self, line: str) -> bool:
-        """Whether an `a=candidate:` line (or its value) may reach ICE; counts it.
-        Raises `InvalidSdp` for a line that is not a candidate."""
+    def admit(self, line: str) -> RTCIceCandidate | None:
+        """The candidate of an `a=candidate:` line (or its value) if it may reach ICE,
+        else None; counts it. Raises `InvalidSdp` for a line that is not a candidate."""
         value = line.strip().removeprefix("a=").removeprefix("candidate:")
         try:
             candidate = candidate_from_sdp(value)
@@ -152,7 +153,7 @@ class CandidateBudget:
             raise InvalidSdp("invalid candidate line") from None
         key = (candidate.ip, candidate.port)
         if key in self._seen:
-            return False
+            return None
         reason = self.policy.refusal(
             candidate.ip, candidate.port, candidate.protocol, candidate.component
         )
@@ -160,10 +161,10 @@ class CandidateBudget:
             reason = "over_cap"
         if reason is not None:
             self.dropped[reason] += 1
-            return False
+            return None
         self._seen.add(key)
         self.accepted += 1
-        return True
+        return candidate
 
     def filter_sdp(self, sdp: str) -> str:
         """`sdp` without the candidate lines this budget refuses (line endings CRLF).
@@ -176,7 +177,7 @@ class CandidateBudget:
         kept = [
             line
             for line in sdp.splitlines()
-            if not line.startswith("a=candidate:") or self.admit_line(line)
+            if not line.startswith("a=candidate:") or self.admit(line) is not None
         ]
         if sum(self.dropped.values()) > dropped:
             kept = [line for line in kept if line.strip() != "a=end-of-candidates"]

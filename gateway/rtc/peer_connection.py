@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 
 from gateway.errors import InvalidSdp
 from gateway.rtc import _aioice, _aiortc
@@ -101,11 +100,9 @@ async def add_remote_candidates(
         line = raw.strip()
         if not line.startswith("a=candidate:"):
             continue
-        if not budget.admit_line(line):
+        candidate = budget.admit(line)
+        if candidate is None or pc.iceConnectionState in ("completed", "failed", "closed"):
             continue
-        if pc.iceConnectionState in ("completed", "failed", "closed"):
-            continue
-        candidate = candidate_from_sdp(line[len("a=candidate:") :])
         candidate.sdpMid = mid
         try:
             await pc.addIceCandidate(candidate)

@@ -30,11 +30,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.fuzz.edge import SDP, SDPFRAG
 from tests.fuzz.mutations import corpus_offers
 from tests.fuzz.udp_listeners import UdpListeners
 
-SDP = {"Content-Type": "application/sdp"}
-SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
 #: Candidate lines per trickle PATCH (~60 bytes each: well under a 64 KiB body).
 LINES_PER_PATCH = 500
 

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -297,6 +298,16 @@ def sdpfrags(draw: st.DrawFn) -> str:
     """A corpus sdpfrag (addresses on loopback) with a few mutations."""
     name = draw(st.sampled_from(sorted(corpus_sdpfrags())))
     return apply(loopback_only(corpus_sdpfrags()[name]), draw(mutations(3)))
+
+
+def json_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Any JSON value: scalars, lists and objects nested a few levels."""
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=max_leaves,
+    )
 
 
 def random_mutations(rng: random.Random, max_size: int = 4) -> list[Mutation]:

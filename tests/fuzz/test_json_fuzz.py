@@ -17,16 +17,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.mutations import HOSTILE_JSON, offers
+from tests.fuzz.edge import JSON, answered_or_refused
+from tests.fuzz.mutations import HOSTILE_JSON, json_values, offers
 from tests.support.fakes import FakeAgentConnector
 
-JSON_HEADERS = {"Content-Type": "application/json"}
-_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=12,
-)
+_VALUES = json_values()
 _FIELDS = {
     "sdp": _VALUES | offers(),
     "type": st.sampled_from(["offer", "answer", "OFFER", ""]) | _VALUES,
@@ -49,24 +44,11 @@ async def client(start_gateway: Callable[..., Any]) -> TestClient[Any, Any]:
     return gateway
 
 
-async def _post(client: TestClient[Any, Any], body: str) -> None:
-    data = body.encode("utf-8", "surrogatepass")
-    async with client.post("/offer", data=data, headers=JSON_HEADERS) as response:
-        answer = await response.read()
-        assert response.status < 500, answer[:200]
-        if response.status >= 400:
-            assert "error" in json.loads(answer)
-            return
-        call_id = json.loads(answer)["call_id"]
-    async with client.delete(f"/calls/{call_id}") as hung_up:
-        assert hung_up.status == 204
-
-
 @given(body=BODIES)
 async def test_any_json_is_answered_or_refused(body: str, client: TestClient[Any, Any]) -> None:
-    await _post(client, body)
+    await answered_or_refused(client, "/offer", body.encode("utf-8", "surrogatepass"), JSON)
 
 
 @pytest.mark.parametrize("index", range(len(HOSTILE_JSON)))
 async def test_hostile_json_is_refused(index: int, client: TestClient[Any, Any]) -> None:
-    await _post(client, HOSTILE_JSON[index])
+    await answered_or_refused(client, "/offer", HOSTILE_JSON[index].encode(), JSON)

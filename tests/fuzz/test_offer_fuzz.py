@@ -25,10 +25,10 @@ from gateway.errors import InvalidSdp, NoAudioInOffer
 from gateway.media_tracks import AgentAudioTrack
 from gateway.rtc import ice, peer_connection
 from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
+from tests.fuzz.edge import JSON, SDP, answered_or_refused
 from tests.fuzz.mutations import corpus_offers, loopback_only, offers
 from tests.support.fakes import FakeAgentConnector
 
-SDP = {"Content-Type": "application/sdp"}
 #: The gateway under test: loopback ICE, no mDNS (its queries would leave the machine).
 GATEWAY = {"ice_mdns_candidates": False, "max_pending_calls_per_source": 1000}
 POLICY = IcePolicy.from_settings(
@@ -72,29 +72,9 @@ async def test_a_real_peer_connection_answers_or_refuses(offer: str) -> None:
 @given(offer=offers())
 async def test_the_http_edge_never_answers_5xx(offer: str, fuzz_gateway: Any) -> None:
     client: TestClient[Any, Any] = fuzz_gateway
-    data = offer.encode("utf-8", "surrogatepass")
-    async with client.post("/calls", data=data, headers=SDP) as response:
-        await _check(client, response.status, await response.read(), response.headers)
-    async with client.post("/offer", json={"sdp": offer, "type": "offer"}) as response:
-        body = await response.read()
-        await _check(client, response.status, body, response.headers, json_answer=True)
-
-
-async def _check(
-    client: TestClient[Any, Any],
-    status: int,
-    body: bytes,
-    headers: Any,
-    *,
-    json_answer: bool = False,
-) -> None:
-    assert status < 500, body[:200]
-    if status >= 400:
-        assert "error" in json.loads(body)
-        return
-    location = f"/calls/{json.loads(body)['call_id']}" if json_answer else headers["Location"]
-    async with client.delete(location) as hung_up:
-        assert hung_up.status == 204
+    await answered_or_refused(client, "/calls", offer.encode("utf-8", "surrogatepass"), SDP)
+    body = json.dumps({"sdp": offer, "type": "offer"})
+    await answered_or_refused(client, "/offer", body, JSON)
 
 
 @pytest.fixture

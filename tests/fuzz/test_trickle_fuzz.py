@@ -15,12 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given
 
+from tests.fuzz.edge import SDP, SDPFRAG
 from tests.fuzz.mutations import corpus_sdpfrags, loopback_only, sdpfrags
 from tests.support.fakes import FakeAgentConnector
 from tests.support.peers import HeadlessCaller
-
-SDP = {"Content-Type": "application/sdp"}
-SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
 
 
 @pytest.fixture

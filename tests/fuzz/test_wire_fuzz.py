@@ -18,15 +18,11 @@ from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
 from gateway.wire import data_channel, seed_websocket
+from tests.fuzz.mutations import json_values
 
 #: Pure parsing: ten times the examples of the tests that negotiate.
 CHEAP = settings(max_examples=10 * settings().max_examples)
-_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=10,
-)
+_VALUES = json_values(max_leaves=10)
 _BASE64 = st.binary(max_size=600).map(lambda b: base64.b64encode(b).decode())
 SEED_FRAMES = (
     st.fixed_dictionaries(
