@@ -21,8 +21,8 @@ Ufrag and password lengths are bounded as RFC 8445 section 5.3 says (ufrag 4-256
 password 22-256 ice-chars); an offer outside them is refused (`InvalidSdp`).
 The policy is the whole story only for addresses ICE is told about: a caller that
 answers our checks from elsewhere is learned as peer-reflexive, which needs its
-valid, authenticated STUN request first. Imports aiortc's candidate parser and the
-project's errors only.
+valid, authenticated STUN request first. Imports aiortc's candidate type and parser
+and the project's errors only.
 """
 
 from __future__ import annotations
