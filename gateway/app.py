@@ -10,7 +10,6 @@ its calls are its share of the capacity and the rest are reached through
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from gateway.config import Settings
 from gateway.errors import StartupError
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
+from gateway.rtc.ice_policy import IcePolicy
 from gateway.websocket_transport import add_bidi_demo_routes, add_websocket_routes
 
 if TYPE_CHECKING:
@@ -80,7 +80,13 @@ def create_app(
         ice.rtc_configuration(settings.ice_servers),
         admission=admission,
         limits=limits,
-        allow_loopback_candidates=any(ipaddress.ip_address(a).is_loopback for a in ice_addresses),
+        ice_policy=IcePolicy.from_settings(
+            max_candidates=settings.ice_max_candidates,
+            allowed_networks=settings.ice_allowed_networks,
+            own_addresses=ice.gathering_addresses(ice_addresses),
+            allow_mdns=settings.ice_mdns_candidates,
+        ),
+        max_pending_per_source=settings.max_pending_calls_per_source,
         worker=0 if member is None else member.index,
     )
     app[LOCAL_CALLS_KEY] = manager

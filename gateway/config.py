@@ -215,6 +215,34 @@ class Settings(BaseModel):
         from_env = (env.get(name, "") for name in SECRET_ENVIRONMENT)
         return tuple(v for v in (*self.api_keys, self.jwt_secret or "", *from_env) if v)
 
+    # Issue 12 (safe to put on the internet): what a caller can make the gateway send
+    # before its media connects. docs/protocol.md, "ICE policy", says why these values.
+    ice_max_candidates: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Remote ICE candidates per call, offered and trickled together; "
+        "further ones are dropped (each costs ~6 STUN checks sent by the gateway).",
+    )
+    ice_allowed_networks: tuple[str, ...] = Field(
+        (),
+        description="CIDRs callers' candidates may point into besides public addresses "
+        "(LAN deployments, e.g. `192.168.0.0/16`). Private, CGNAT and loopback ranges are "
+        "otherwise refused unless one of `ice_addresses` is in them.",
+    )
+    ice_mdns_candidates: bool = Field(
+        True,
+        description="Resolve callers' mDNS host candidates (`<uuid>.local`, how browsers "
+        "hide host addresses; useful when callers share a link with the gateway). Off: "
+        "they are dropped and the gateway sends no multicast queries.",
+    )
+    max_pending_calls_per_source: int = Field(
+        8,
+        ge=1,
+        description="Calls from one client address still connecting, per worker process; "
+        "beyond it offers get 429 `too_many_pending` with Retry-After.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _capacity_from_workers(cls, data: Any) -> Any:
@@ -241,7 +269,14 @@ class Settings(BaseModel):
             raise ValueError("the JWT secret needs at least 32 characters (RFC 7518 §3.2)")
         return value
 
-    @field_validator("ice_servers", "ice_addresses", "api_keys", "allowed_origins", mode="before")
+    @field_validator(
+        "ice_servers",
+        "ice_addresses",
+        "api_keys",
+        "allowed_origins",
+        "ice_allowed_networks",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -257,6 +292,13 @@ class Settings(BaseModel):
             if not re.fullmatch(r"https?://[^/?#\s*]+", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example")
         return origins
+
+    @field_validator("ice_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
 
     @field_validator("log_level")
     @classmethod

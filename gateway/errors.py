@@ -104,6 +104,11 @@ class TooManySessions(GatewayError, code="too_many_sessions", http_status=429, r
     """The user has as many live calls as one user may; one must end first."""
 
 
+class MessageTooLarge(BadRequest, code="message_too_large"):
+    """A data-channel message larger than the gateway's answer advertised
+    (`a=max-message-size`): the caller broke the limit it was given; the call ends."""
+
+
 class UnsupportedMediaType(GatewayError, code="unsupported_media_type", http_status=415):
     """A body of another content type than the endpoint takes."""
 
@@ -130,6 +135,11 @@ class UnknownSession(NotFound, code="unknown_session"):
 
 class AtCapacity(GatewayError, code="at_capacity", http_status=503, retry_after_s=5):
     """Too many live calls; the client should retry after `retry_after_s`."""
+
+
+class TooManyPending(GatewayError, code="too_many_pending", http_status=429, retry_after_s=5):
+    """Too many calls from one source address are still connecting: each makes the
+    gateway send ICE checks, so a source must connect some before offering more."""
 
 
 class AgentUnavailable(GatewayError, code="agent_unavailable", http_status=503, retry_after_s=5):

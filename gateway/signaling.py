@@ -136,6 +136,7 @@ async def post_calls(request: web.Request) -> web.Response:
         session_id=session_id,
         modality=modality,
         requester=principal,
+        source=request.remote or "",
     )
     location = f"/calls/{answer.call_id}"
     return web.Response(
@@ -169,6 +170,7 @@ async def post_offer(request: web.Request) -> web.Response:
         session_id=granted_session(principal, offer.session_id),
         modality=Modality(offer.mode),
         requester=principal,
+        source=request.remote or "",
     )
     return web.json_response(
         {

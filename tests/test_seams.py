@@ -8,6 +8,10 @@ Pins down:
 - each seam module finds the library's code shaped as it relies on;
 - aiortc: a tapped receiver hands its packets to the tap and decodes nothing; a
   receiver without the seam is refused clearly (`ReceivePathUnavailable`);
+- aiortc: the SCTP guard passes messages within the limit and refuses one growing
+  past it while it is reassembled (called once, nothing of it delivered or held);
+- aiortc: the peer connection's own `__connect` tasks are found (to retrieve what
+  they raise when hung up mid-connect);
 - aioice: restricting host addresses changes what ICE gathers;
 - aiortc DTLS: our client also offers ECDHE-RSA suites (aiortc's offers none); an
   `actpass` or `active` offer is answered `passive`, a `passive` one `active`, and
@@ -26,6 +30,7 @@ import pytest
 from aiortc import (
     AudioStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCSessionDescription,
@@ -73,6 +78,53 @@ async def test_installing_refuses_clearly_when_the_seam_is_gone(peers: PeerPair)
     delattr(receiver, _aiortc.JITTER_BUFFER_ATTR)  # what a changed aiortc would look like
     with pytest.raises(_aiortc.ReceivePathUnavailable):
         _aiortc.tap_packets(receiver, lambda _: None)
+
+
+async def _connected_channels(
+    caller: RTCPeerConnection, callee: RTCPeerConnection
+) -> tuple[RTCDataChannel, asyncio.Queue[str | bytes]]:
+    """A data channel from caller to callee, open; the callee's messages on a queue."""
+    channel = caller.createDataChannel("events")
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+    callee.on("datachannel", lambda c: c.on("message", inbox.put_nowait))
+    await caller.setLocalDescription(await caller.createOffer())
+    await callee.setRemoteDescription(RTCSessionDescription(caller.localDescription.sdp, "offer"))
+    await callee.setLocalDescription(await callee.createAnswer())
+    await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
+    await asyncio.wait_for(opened.wait(), 10)
+    return channel, inbox
+
+
+async def test_the_sctp_guard_refuses_a_message_growing_past_the_limit(peers: PeerPair) -> None:
+    caller, callee = peers
+    channel, inbox = await _connected_channels(caller, callee)
+    assert callee.sctp is not None
+    refused = asyncio.Event()
+    _aiortc.limit_inbound_messages(callee.sctp, 16_384, refused.set)
+    with pytest.raises(ValueError, match="limited already"):
+        _aiortc.limit_inbound_messages(callee.sctp, 16_384, refused.set)
+    channel.send("a" * 16_000)  # fragmented (~14 chunks), within the limit
+    channel.send("b" * 10)
+    assert await asyncio.wait_for(inbox.get(), 5) == "a" * 16_000
+    assert await asyncio.wait_for(inbox.get(), 5) == "b" * 10
+    channel.send("c" * 200_000)  # aiortc sends whatever it is given
+    await asyncio.wait_for(refused.wait(), 5)
+    channel.send("d")
+    await asyncio.sleep(0.3)
+    assert inbox.empty()  # neither the oversized message nor anything after it
+    assert _aiortc.inbound_held_bytes(callee.sctp) == 0
+
+
+async def test_the_connect_tasks_of_a_peer_connection_are_found(peers: PeerPair) -> None:
+    caller, callee = peers
+    caller.addTransceiver("audio")
+    await caller.setLocalDescription(await caller.createOffer())
+    await callee.setRemoteDescription(RTCSessionDescription(caller.localDescription.sdp, "offer"))
+    assert _aiortc.retrieve_connect_errors(callee) == 1
+    await callee.setLocalDescription(await callee.createAnswer())
+    assert _aiortc.retrieve_connect_errors(callee) >= 1
 
 
 def test_host_address_restriction_reaches_aioice() -> None:

@@ -42,6 +42,20 @@ def mutate(offer: str, pattern: str, replacement: str) -> str:
     return mutated
 
 
+def section(offer: str, kind: str) -> str:
+    """The offer's m-section of `kind`, its lines ending in CRLF."""
+    start = offer.index(f"m={kind} ")
+    end = offer.find("\r\nm=", start)
+    return offer[start:] if end < 0 else offer[start : end + 2]
+
+
+def with_section(offer: str, kind: str, m_line: str, mid: str) -> str:
+    """The offer plus a copy of its `kind` section under another m-line and mid."""
+    copy = section(offer, kind)
+    copy = re.sub(r"^m=.*$", m_line, copy, count=1, flags=re.MULTILINE)
+    return offer + re.sub(r"^a=mid:.*$", f"a=mid:{mid}", copy, flags=re.MULTILINE)
+
+
 HOSTILE_OFFERS: dict[str, Callable[[str], str]] = {
     "garbage": lambda _: "this is not sdp at all",
     "empty": lambda _: "",
@@ -63,6 +77,36 @@ HOSTILE_OFFERS: dict[str, Callable[[str], str]] = {
     ),
     "no_ice_credentials": lambda o: re.sub(r"^a=ice-(ufrag|pwd):.*\r\n", "", o, flags=re.MULTILINE),
     "no_fingerprint": lambda o: re.sub(r"^a=fingerprint:.*\r\n", "", o, flags=re.MULTILINE),
+    # Issue 12: each of these was a 500 (createAnswer/setLocalDescription unguarded).
+    "no_mid": lambda o: mutate(o, r"^a=mid:0\r\n", ""),
+    "direction_with_junk": lambda o: mutate(o, r"^a=sendrecv\r\n", "a=sendrecv x\r\n"),
+    "text_section": lambda o: with_section(o, "audio", "m=text 9 UDP/TLS/RTP/SAVPF 0", "2"),
+    # ... and what else aiortc cannot answer, refused before it sees the offer.
+    "duplicate_mid": lambda o: mutate(o, r"^a=mid:1\r\n", "a=mid:0\r\n"),
+    "mid_too_long": lambda o: mutate(o, r"^a=mid:0\r\n", "a=mid:" + "m" * 17 + "\r\n"),
+    "bundle_names_unknown_mid": lambda o: mutate(
+        o, r"^a=group:BUNDLE .*\r\n", "a=group:BUNDLE 7 0\r\n"
+    ),
+    "bundle_names_a_mid_twice": lambda o: mutate(
+        o, r"^a=group:BUNDLE .*\r\n", "a=group:BUNDLE 0 0\r\n"
+    ),
+    "second_audio_section": lambda o: with_section(
+        o, "audio", "m=audio 9 UDP/TLS/RTP/SAVPF 96", "2"
+    ),
+    "data_channel_without_port": lambda o: mutate(o, r"^a=sctp-port:\d+\r\n", ""),
+    "no_rtcp_mux": lambda o: mutate(o, r"^a=rtcp-mux\r\n", ""),
+    "extension_id_out_of_range": lambda o: mutate(o, r"^a=extmap:1 ", "a=extmap:300 "),
+    "ufrag_too_short": lambda o: re.sub(r"^a=ice-ufrag:[^\r\n]*", "a=ice-ufrag:abc", o, flags=re.M),
+    "ufrag_too_long": lambda o: re.sub(
+        r"^a=ice-ufrag:[^\r\n]*", "a=ice-ufrag:" + "u" * 257, o, flags=re.MULTILINE
+    ),
+    "ufrag_of_30_kb": lambda o: re.sub(
+        r"^a=ice-ufrag:[^\r\n]*", "a=ice-ufrag:" + "u" * 30_000, o, flags=re.MULTILINE
+    ),
+    "pwd_too_short": lambda o: re.sub(r"^a=ice-pwd:[^\r\n]*", "a=ice-pwd:short", o, flags=re.M),
+    "ufrag_not_ice_chars": lambda o: re.sub(
+        r"^a=ice-ufrag:[^\r\n]*", "a=ice-ufrag:has spaces", o, flags=re.MULTILINE
+    ),
 }
 
 

@@ -30,10 +30,11 @@ from gateway.agent_api import (
 from gateway.auth.rate_limits import TokenBucket
 from gateway.calls.caller_channel import CallerChannel
 from gateway.calls.service import HANGUP_TIMEOUT_S, Answer, CallRequest
-from gateway.errors import GatewayError, RateLimited, error_reply
+from gateway.errors import GatewayError, MessageTooLarge, RateLimited, error_reply
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import peer_connection
+from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
 from gateway.rtc.receive_path import caller_audio_track
 from gateway.wire import data_channel
 
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 #: Typed turns a call may send at once before `CallLimits.text_turns_per_s` applies.
 TEXT_TURN_BURST = 5
+#: Time a last fatal `error` gets to leave before hanging up aborts the association
+#: (a few round trips on the worst link a call survives).
+ERROR_FLUSH_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,8 @@ class _CallEnded(Exception):
 
 class Call:
     """One call from offer to hang-up; `start` it, then `answer`, `add_candidates`,
-    `hang_up`. Validates the offer when made (raising `InvalidSdp`/`NoAudioInOffer`)."""
+    `hang_up`. Validates the offer when made (raising `InvalidSdp`/`NoAudioInOffer`);
+    the caller's candidates, offered and trickled, go through `ice_policy`."""
 
     def __init__(
         self,
@@ -73,21 +78,21 @@ class Call:
         rtc_configuration: RTCConfiguration,
         *,
         limits: CallLimits | None = None,
-        allow_loopback_candidates: bool = False,
+        ice_policy: IcePolicy | None = None,
         on_ended: Callable[[Call], None] | None = None,
     ) -> None:
-        peer_connection.validate_offer(request.offer_sdp)
+        self._shape = peer_connection.validate_offer(request.offer_sdp)
         self.call_id = call_id
         self.request = request
-        self._offer_sdp = peer_connection.filter_candidate_lines(
-            request.offer_sdp, allow_loopback=allow_loopback_candidates
-        )
+        self._candidates = CandidateBudget(ice_policy or IcePolicy())
+        self._offer_sdp = self._candidates.filter_sdp(request.offer_sdp)
         self._connector = connector
         self._rtc_configuration = rtc_configuration
         self._limits = limits or CallLimits()
         self._text_turns = TokenBucket(self._limits.text_turns_per_s, TEXT_TURN_BURST)
         self._last_heard = 0.0  # loop time of the caller's last audio or message
-        self._allow_loopback = allow_loopback_candidates
+        self._connected = False
+        self._oversized = False
         self._on_ended = on_ended
         self._pc: RTCPeerConnection | None = None
         self._outbound = AgentAudioTrack()
@@ -98,6 +103,11 @@ class Call:
         self._hangup_requested = asyncio.Event()
         self._hangup_reason: str | None = None
         self._connection_changed = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the caller's media has connected (it proved it holds its address)."""
+        return self._connected
 
     @property
     def peer_connection(self) -> RTCPeerConnection | None:
@@ -122,7 +132,7 @@ class Call:
         """Trickle ICE: the caller's candidates (RFC 8840 sdpfrag); `InvalidSdp` if bad."""
         if self._pc is not None:
             await peer_connection.add_remote_candidates(
-                self._pc, sdpfrag, allow_loopback=self._allow_loopback
+                self._pc, sdpfrag, budget=self._candidates, mid=self._shape.ice_mid
             )
 
     async def hang_up(self, reason: str = "caller hung up") -> None:
@@ -155,12 +165,15 @@ class Call:
         except GatewayError as exc:
             outcome = exc.code
             self._fail_answer(exc)
-        except Exception as exc:  # boundary: a bug ends this call, never the gateway
+        except Exception:  # boundary: a bug ends this call, never the gateway
             logger.exception("call %s failed", self.call_id)
             outcome = "internal error"
-            self._fail_answer(exc)
+            self._fail_answer(GatewayError("internal error"))  # a JSON 500, not a crash
         finally:
             await peer_connection.close_quietly(pc)
+            if self._candidates.dropped:
+                logger.info("call %s dropped candidates: %s", self.call_id,
+                            dict(self._candidates.dropped))  # fmt: skip
             if not self._answer.done():
                 self._answer.cancel()
             logger.info("call %s ended after %.1f s: %s", self.call_id,
@@ -175,6 +188,7 @@ class Call:
     async def _negotiate_and_run(self, pc: RTCPeerConnection) -> str:
         self._listen(pc)
         answer_sdp = await peer_connection.negotiate(pc, self._offer_sdp, self._outbound)
+        peer_connection.limit_message_size(pc, self._on_oversized_message)
         request = self.request
         async with self._connector.open_session(
             user_id=request.user_id,
@@ -207,6 +221,11 @@ class Call:
         pc.on("track", on_track)
         pc.on("datachannel", on_datachannel)
         pc.on("connectionstatechange", self._connection_changed.set)
+
+    def _on_oversized_message(self) -> None:
+        """From aiortc's SCTP task: only signal (the watchdog ends the call)."""
+        self._oversized = True
+        self._connection_changed.set()
 
     async def _run_tasks(self, pc: RTCPeerConnection, agent: AgentSession) -> str:
         """Run the call's tasks until one of them ends the call; return why."""
@@ -273,24 +292,27 @@ class Call:
         connected = False
         while True:
             now = _now()
+            if self._oversized:
+                await self._refuse_oversized_message()
             if self._hangup_requested.is_set():
                 raise _CallEnded(self._hangup_reason or "hung up")
             state = pc.connectionState
             if state in ("failed", "closed"):
                 raise _CallEnded(f"connection {state}")
             if state == "connected" and not connected:
-                connected = True
+                connected = self._connected = True
                 self._last_heard = max(self._last_heard, now)
                 logger.info("call %s connected", self.call_id)
             if not connected and now > setup_deadline:
                 raise _CallEnded("media never connected")
             if now - started >= limits.max_call_s:
                 COUNTERS.add("ended_max_length")
-                self._tell_caller("call_too_long", f"calls end after {limits.max_call_s:.0f} s")
+                too_long = f"calls end after {limits.max_call_s:.0f} s"
+                await self._tell_caller("call_too_long", too_long)
                 raise _CallEnded("maximum call length reached")
             if connected and now - self._last_heard >= limits.idle_s:
                 COUNTERS.add("ended_idle")
-                self._tell_caller("idle", f"nothing heard for {limits.idle_s:.0f} s")
+                await self._tell_caller("idle", f"nothing heard for {limits.idle_s:.0f} s")
                 raise _CallEnded(f"caller silent for {limits.idle_s:.0f} s")
             self._connection_changed.clear()
             deadlines = [started + limits.max_call_s]
@@ -298,9 +320,20 @@ class Call:
             timeout = max(0.0, min(deadlines) - now)
             await _first_of(self._hangup_requested, self._connection_changed, timeout)
 
-    def _tell_caller(self, code: str, message: str) -> None:
-        """A fatal `error` on the data channel: the caller learns why the call ends."""
+    async def _tell_caller(self, code: str, message: str) -> None:
+        """A fatal `error` on the data channel, given a moment to leave (hanging up
+        aborts the association): the caller learns why the call ends."""
         self._channel.send(data_channel.error_message(code, message, fatal=True))
+        await asyncio.sleep(ERROR_FLUSH_S)
+
+    async def _refuse_oversized_message(self) -> None:
+        """Tell the caller (fatal `error`), end the call."""
+        error = MessageTooLarge(
+            f"a data-channel message exceeded {peer_connection.MAX_MESSAGE_BYTES} bytes "
+            "(a=max-message-size)"
+        )
+        await self._tell_caller(error.code, error.message)
+        raise _CallEnded("message too large")
 
 
 def _now() -> float:

@@ -3,7 +3,10 @@
 The `CallService` of a one-process gateway (and each worker's local calls). Speaks
 SDP strings and call ids to the edge; each `Call` owns everything else. A call id
 names the worker process that owns the call (`call_ids`), so any worker can route a
-request for it. Knows the call and aiortc's configuration type, not HTTP or ADK.
+request for it. Until its media connects, a call makes the gateway send ICE checks
+to addresses its caller named: one source address may have at most
+`max_pending_per_source` such calls in this process (`TooManyPending` beyond).
+Knows the call, the ICE policy and aiortc's configuration type, not HTTP or ADK.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from gateway.calls.admission import Admission, Ticket
 from gateway.calls.call import Call, CallLimits
 from gateway.calls.call_ids import new_call_id
 from gateway.calls.service import ANSWER_TIMEOUT_S, Answer, CallRequest, WorkerLoad
-from gateway.errors import Forbidden, UnknownCall
+from gateway.errors import Forbidden, TooManyPending, UnknownCall
 from gateway.metrics.counters import COUNTERS
+from gateway.rtc.ice_policy import IcePolicy
+
+#: Calls from one source address still connecting, per process, before more are
+#: refused: each can make the gateway send ICE checks (see `rtc/ice_policy.py`).
+DEFAULT_MAX_PENDING_PER_SOURCE = 8
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +44,8 @@ class CallManager:
         *,
         admission: Admission,
         limits: CallLimits | None = None,
-        allow_loopback_candidates: bool = False,
+        ice_policy: IcePolicy | None = None,
+        max_pending_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE,
         worker: int = 0,
     ) -> None:
         """`admission` is the process's session budget (shared with the WebSocket
@@ -45,7 +54,8 @@ class CallManager:
         self._rtc_configuration = rtc_configuration
         self.admission = admission
         self._limits = limits or CallLimits()
-        self._allow_loopback = allow_loopback_candidates
+        self._ice_policy = ice_policy or IcePolicy()
+        self._max_pending_per_source = max_pending_per_source
         self._worker = worker
         self._calls: dict[str, Call] = {}
         self._tickets: dict[str, Ticket] = {}
@@ -66,18 +76,22 @@ class CallManager:
         session_id: str | None,
         modality: Modality,
         requester: Principal | None = None,
+        source: str = "",
     ) -> Answer:
         """Start a call from an offer; raise a `GatewayError` for anything unusable.
-        The call belongs to `user_id`; `requester` (None: trusted) is who asked."""
+        The call belongs to `user_id`; `requester` (None: trusted) is who asked;
+        `source` is the client's address."""
+        if source and self.pending_from(source) >= self._max_pending_per_source:
+            raise TooManyPending("too many calls from this address are still connecting")
         ticket = self.admission.acquire(user_id, exempt=requester is None or requester.admin)
         try:
             call = Call(
                 new_call_id(self._worker),
-                CallRequest(offer_sdp, user_id, session_id, modality),
+                CallRequest(offer_sdp, user_id, session_id, modality, source),
                 self._connector,
                 self._rtc_configuration,
                 limits=self._limits,
-                allow_loopback_candidates=self._allow_loopback,
+                ice_policy=self._ice_policy,
                 on_ended=self._forget,
             )
         except BaseException:
@@ -110,6 +124,12 @@ class CallManager:
         if call is None:
             raise UnknownCall("no such call")
         return call
+
+    def pending_from(self, source: str) -> int:
+        """Calls from `source` whose media has not connected yet."""
+        return sum(
+            1 for c in self._calls.values() if c.request.source == source and not c.connected
+        )
 
     def _owned(self, call_id: str, requester: Principal | None) -> Call:
         """The call, if `requester` may act on it: its owner, an admin key, or a

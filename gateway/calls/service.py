@@ -30,6 +30,8 @@ class CallRequest:
     user_id: str
     session_id: str | None
     modality: Modality
+    #: Where the offer came from (the client's address; "" when unknown).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +64,13 @@ class CallService(Protocol):
         session_id: str | None,
         modality: Modality,
         requester: Principal | None = None,
+        source: str = "",
     ) -> Answer:
         """Start a call owned by `user_id`; raise a `GatewayError` for anything
         unusable (bounded by `ANSWER_TIMEOUT_S`). `requester` is who asked (None: a
-        trusted caller); per-user limits apply to non-admin requesters."""
+        trusted caller); per-user limits apply to non-admin requesters. `source` is
+        the client's address: too many calls from one that are still connecting get
+        `TooManyPending`."""
         ...
 
     async def add_candidates(

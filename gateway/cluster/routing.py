@@ -93,8 +93,10 @@ class ClusterCalls:
         session_id: str | None,
         modality: Modality,
         requester: Principal | None = None,
+        source: str = "",
     ) -> Answer:
-        """Answer on the least-loaded worker with room; 503 only when all are full."""
+        """Answer on the least-loaded worker with room; 503 only when all are full.
+        `source` goes with the offer: each worker counts a source's pending calls."""
         for index in self._placement_order():
             try:
                 if index == self._member.index:
@@ -104,6 +106,7 @@ class ClusterCalls:
                         session_id=session_id,
                         modality=modality,
                         requester=requester,
+                        source=source,
                     )
                 self._placing[index] += 1
                 try:
@@ -113,6 +116,7 @@ class ClusterCalls:
                         "session_id": session_id,
                         "mode": modality.value,
                         "requester": principal_to_json(requester),
+                        "source": source,
                     }
                     return await self._offer_to(index, body)
                 finally:
@@ -243,6 +247,7 @@ class _InternalOffer(BaseModel):
     session_id: str | None
     mode: Modality
     requester: str = "null"
+    source: str = ""
 
 
 def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application:
@@ -260,6 +265,7 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
             session_id=body.session_id,
             modality=body.mode,
             requester=principal_from_json(body.requester),
+            source=body.source,
         )
         return web.json_response(
             {

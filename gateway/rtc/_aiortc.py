@@ -19,29 +19,64 @@ one of these is caught by the test run, not by a caller.
    the DTLS transports' role (`RTCDtlsTransport._set_role`, read by `createAnswer`)
    and the peer connection's certificate (`RTCPeerConnection.__certificates`, whose
    `_create_ssl_context` sets the cipher list). See those functions for why.
+5. The SCTP transport's DATA chunk handler (`RTCSctpTransport._receive_data_chunk`)
+   and what it reassembles into (`_inbound_streams[id].reassembly`, `_advertised_rwnd`):
+   aiortc reassembles a data-channel message of any size before handing it over
+   (20 MB were accepted although 256 KiB were advertised), and that handler is the
+   one place a chunk is seen before it is held. `limit_inbound_messages` puts a guard
+   in front of it, per transport, that refuses a message growing past the limit.
+6. The peer connection's own `__connect` tasks (started with `ensure_future` by
+   `setRemoteDescription` and `setLocalDescription`, kept by nobody): hung up while
+   they run, they raise `InvalidStateError("RTCIceTransport is closed")` and asyncio
+   reports "Task exception was never retrieved" (seen under hostile load on a busy
+   machine). `retrieve_connect_errors` finds them by their coroutine and retrieves
+   (logs) what they raise.
 
 Imports aiortc only (and pyOpenSSL, which aiortc's DTLS is built on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCCertificate, RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver
+from aiortc import (
+    RTCCertificate,
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSctpTransport,
+)
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import SRTP_PROFILES, SRTPProtectionProfile
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcsctptransport import (
+    SCTP_DATA_FIRST_FRAG,
+    SCTP_DATA_LAST_FRAG,
+    SCTP_DATA_UNORDERED,
+    USERDATA_MAX_LENGTH,
+    DataChunk,
+    InboundStream,
+)
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from OpenSSL import SSL
+
+logger = logging.getLogger(__name__)
 
 #: The receiver's private jitter buffer, name-mangled (`self.__jitter_buffer`).
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _ICE_CONNECTION_ATTR = "_connection"
 #: The peer connection's private certificate list, name-mangled (`self.__certificates`).
 _CERTIFICATES_ATTR = "_RTCPeerConnection__certificates"
+_DATA_CHUNK_HANDLER = "_receive_data_chunk"
+_INBOUND_STREAMS_ATTR = "_inbound_streams"
+_RECEIVE_WINDOW_ATTR = "_advertised_rwnd"
+_WHOLE_MESSAGE = SCTP_DATA_FIRST_FRAG | SCTP_DATA_LAST_FRAG
+_CONNECT_COROUTINE = "RTCPeerConnection.__connect"
 
 
 class ReceivePathUnavailable(RuntimeError):
@@ -206,6 +241,100 @@ def answer_actpass_as_dtls_server(pc: RTCPeerConnection) -> None:
             transport._set_role("server")
 
 
+class _MessageSizeGuard:
+    """Stands in front of an SCTP transport's DATA chunk handler: passes chunks on
+    while the message each belongs to stays within `max_bytes` and the transport
+    holds no more than the receive window it advertised; past either, it drops what
+    is held and every chunk after, and calls `on_oversized` once (the caller broke
+    the limits it was given; the call ends)."""
+
+    def __init__(
+        self,
+        sctp: RTCSctpTransport,
+        max_bytes: int,
+        on_oversized: Callable[[], None],
+    ) -> None:
+        self._sctp = sctp
+        self._inner = getattr(sctp, _DATA_CHUNK_HANDLER)
+        self._max_bytes = max_bytes
+        self._on_oversized = on_oversized
+        self.refused = False
+
+    async def __call__(self, chunk: DataChunk) -> None:
+        if not self.refused and self._fits(chunk):
+            await self._inner(chunk)
+            return
+        if not self.refused:
+            self.refused = True
+            for stream in self._streams().values():
+                stream.reassembly.clear()
+            self._on_oversized()
+
+    def _streams(self) -> dict[int, InboundStream]:
+        streams: dict[int, InboundStream] = getattr(self._sctp, _INBOUND_STREAMS_ATTR)
+        return streams
+
+    def _fits(self, chunk: DataChunk) -> bool:
+        size = len(chunk.user_data)
+        window: int = getattr(self._sctp, _RECEIVE_WINDOW_ATTR)
+        if size - window > USERDATA_MAX_LENGTH:  # one chunk past it: a window probe
+            return False
+        if chunk.flags & _WHOLE_MESSAGE == _WHOLE_MESSAGE:
+            return size <= self._max_bytes
+        stream = self._streams().get(chunk.stream_id)
+        held = stream.reassembly if stream is not None else []
+        unordered = chunk.flags & SCTP_DATA_UNORDERED
+        # Without I-DATA a stream's fragments of one ordered message share its stream
+        # sequence number; held unordered fragments are all of incomplete messages.
+        parts = [
+            c
+            for c in held
+            if (c.flags & SCTP_DATA_UNORDERED) == unordered
+            and (unordered or c.stream_seq == chunk.stream_seq)
+        ]
+        if any(c.tsn == chunk.tsn for c in parts):
+            return True  # a retransmission: aiortc drops it
+        return size + sum(len(c.user_data) for c in parts) <= self._max_bytes
+
+
+def limit_inbound_messages(
+    sctp: RTCSctpTransport, max_bytes: int, on_oversized: Callable[[], None]
+) -> None:
+    """Refuse data-channel messages larger than `max_bytes` while they are being
+    reassembled (before they take more memory than that), and more held data than
+    the receive window aiortc advertises: `on_oversized` is called once, and from
+    then on the transport takes no more data. Install before the association starts."""
+    if isinstance(getattr(sctp, _DATA_CHUNK_HANDLER, None), _MessageSizeGuard):
+        raise ValueError("the transport is limited already")
+    setattr(sctp, _DATA_CHUNK_HANDLER, _MessageSizeGuard(sctp, max_bytes, on_oversized))
+
+
+def inbound_held_bytes(sctp: RTCSctpTransport) -> int:
+    """Bytes of incoming data-channel messages the transport holds, not yet delivered."""
+    streams: dict[int, InboundStream] = getattr(sctp, _INBOUND_STREAMS_ATTR)
+    return sum(len(c.user_data) for s in streams.values() for c in s.reassembly)
+
+
+def retrieve_connect_errors(pc: RTCPeerConnection) -> int:
+    """Retrieve (log) whatever `pc`'s pending `__connect` tasks raise; call right after
+    `setRemoteDescription` / `setLocalDescription`. Returns how many it found."""
+    found = 0
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if getattr(coro, "__qualname__", "") != _CONNECT_COROUTINE or frame is None:
+            continue
+        if frame.f_locals.get("self") is pc:
+            task.add_done_callback(_log_connect_error)
+            found += 1
+    return found
+
+
+def _log_connect_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.debug("peer connection task ended: %s: %s", type(exc).__name__, exc)
+
+
 def shape_problems() -> list[str]:
     """What in the installed aiortc no longer matches the touches above (empty: all do)."""
     problems = []
@@ -229,7 +358,10 @@ def shape_problems() -> list[str]:
         RTCIceTransport
     ):
         problems.append("RTCIceTransport no longer keeps its aioice Connection in _connection")
-    return problems + _dtls_shape_problems()
+    for method in (RTCPeerConnection.setRemoteDescription, RTCPeerConnection.setLocalDescription):
+        if "asyncio.ensure_future(self.__connect())" not in inspect.getsource(method):
+            problems.append(f"RTCPeerConnection.{method.__name__} no longer starts __connect")
+    return problems + _dtls_shape_problems() + _sctp_shape_problems()
 
 
 def _dtls_shape_problems() -> list[str]:
@@ -255,4 +387,27 @@ def _dtls_shape_problems() -> list[str]:
         problems.append("createAnswer no longer answers with the DTLS transport's role")
     if "self._role = role" not in inspect.getsource(RTCDtlsTransport._set_role):
         problems.append("RTCDtlsTransport._set_role no longer sets _role")
+    return problems
+
+
+def _sctp_shape_problems() -> list[str]:
+    problems = []
+    if f"await self.{_DATA_CHUNK_HANDLER}(chunk)" not in inspect.getsource(
+        RTCSctpTransport._receive_chunk
+    ):
+        problems.append("RTCSctpTransport._receive_chunk no longer calls _receive_data_chunk")
+    handler = inspect.getsource(RTCSctpTransport._receive_data_chunk)
+    for needed in (
+        "inbound_stream.add_chunk(chunk)",
+        "self._advertised_rwnd -= len(chunk.user_data)",
+    ):
+        if needed not in handler:
+            problems.append(f"RTCSctpTransport._receive_data_chunk no longer does {needed}")
+    init = inspect.getsource(RTCSctpTransport.__init__)
+    if "self._inbound_streams: dict[int, InboundStream] = {}" not in init:
+        problems.append("RTCSctpTransport no longer keeps InboundStreams in _inbound_streams")
+    if "self.reassembly: list[DataChunk] = []" not in inspect.getsource(InboundStream):
+        problems.append("InboundStream no longer holds chunks in `reassembly`")
+    if "self.stream_seq, self.protocol" not in inspect.getsource(DataChunk.__init__):
+        problems.append("DataChunk no longer has tsn, stream_id, stream_seq")
     return problems

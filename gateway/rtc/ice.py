@@ -68,6 +68,15 @@ def host_addresses(
     return tuple(dict.fromkeys(chosen))
 
 
+def gathering_addresses(chosen: Sequence[str]) -> tuple[str, ...]:
+    """The addresses ICE really gathers on for `host_addresses`' result: those, or
+    (empty) every interface's but loopback, as aioice does by default."""
+    if chosen:
+        return tuple(chosen)
+    found = [ip for adapter in ifaddr.get_adapters() for ip in _usable_ips(adapter)]
+    return tuple(a for a in dict.fromkeys(found) if not ipaddress.ip_address(a).is_loopback)
+
+
 def _usable_ips(adapter: ifaddr.Adapter) -> list[str]:
     """An interface's IPv4 addresses and its IPv6 ones but link-local (which need a
     scope id no remote candidate carries)."""

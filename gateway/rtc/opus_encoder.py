@@ -71,15 +71,24 @@ class OpusSpeechEncoder:
     """
 
     def __init__(self) -> None:
-        self._codec = _new_codec()
+        # Made at the first frame, not here: PyAV encodes through a filter graph that
+        # starts a pool of (cores + 1) - 1 idle threads, so an encoder made for every
+        # offer held 2 threads per offer on 2 cores until the garbage collector found
+        # the call (hostile offers that never connect: threads 28 -> 294).
+        self._codec: av.AudioCodecContext | None = None
         self._pts = 0
-        # A fresh CELT encoder's first frame comes out ~27 dB down (no history to
-        # predict its energy from): spend that frame on silence, not on the reply's
-        # first 20 ms, or every reply would reach the caller one frame late.
-        self.encode(bytes(INPUT_FRAME_BYTES))
 
     def encode(self, pcm: bytes) -> av.Packet[Any]:
         """Encode exactly `INPUT_FRAME_BYTES` of PCM."""
+        if self._codec is None:
+            self._codec = _new_codec()
+            # A fresh CELT encoder's first frame comes out ~27 dB down (no history to
+            # predict its energy from): spend that frame on silence, not on the reply's
+            # first 20 ms, or every reply would reach the caller one frame late.
+            self._encode(self._codec, bytes(INPUT_FRAME_BYTES))
+        return self._encode(self._codec, pcm)
+
+    def _encode(self, codec: av.AudioCodecContext, pcm: bytes) -> av.Packet[Any]:
         if len(pcm) != INPUT_FRAME_BYTES:
             raise ValueError(f"a frame is {INPUT_FRAME_BYTES} bytes, not {len(pcm)}")
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
@@ -88,7 +97,7 @@ class OpusSpeechEncoder:
         frame.pts = self._pts
         frame.time_base = _INPUT_TIME_BASE
         self._pts += INPUT_FRAME_SAMPLES
-        packets = self._codec.encode(frame)
+        packets = codec.encode(frame)
         if len(packets) != 1:  # libopus neither buffers nor splits 20 ms frames
             raise RuntimeError(f"libopus returned {len(packets)} packets for one frame")
         packet: av.Packet[Any] = packets[0]

@@ -2,122 +2,117 @@
 
 aiortc's SDP parser raises far more than ValueError on hostile input (AttributeError,
 AssertionError, KeyError, IndexError, TypeError, StopIteration-as-RuntimeError), its
-asserts vanish under `python -O`, and `pc.close()` can itself raise after a half-applied
-description. Everything here turns those into `InvalidSdp` and never leaks a peer
-connection. DTLS works with any peer: an `actpass` offer is answered `passive` (the
-caller is DTLS client) and our client also offers ECDHE-RSA suites (`_aiortc`, item 4).
-Knows aiortc; speaks SDP strings to its callers.
+asserts vanish under `python -O`, an offer it parses can still break `createAnswer`
+and `setLocalDescription`, and `pc.close()` can itself raise after a half-applied
+description. Offers are checked first (`offer_shape.validate_offer`), candidates go
+through the call's `ice_policy.CandidateBudget`, every negotiation step turns a
+failure into `InvalidSdp`, and no peer connection is ever leaked. Data-channel
+messages are held to the size the answer advertises. DTLS works with any peer: an
+`actpass` offer is answered `passive` (the caller is DTLS client) and our client
+also offers ECDHE-RSA suites (`_aiortc`, item 4). Knows aiortc; speaks SDP strings
+to its callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
+import re
+from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from gateway.errors import InvalidSdp, NoAudioInOffer
+from gateway.errors import InvalidSdp
 from gateway.rtc import _aioice, _aiortc
+from gateway.rtc.ice_policy import CandidateBudget
+from gateway.rtc.offer_shape import OfferShape, validate_offer
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
-#: RTP payload types allowed in an offer (RFC 5761: 64-95 would collide with RTCP).
-_VALID_PAYLOAD_TYPES = set(range(0, 64)) | set(range(96, 128))
+#: The largest data-channel message the gateway takes, advertised in the answer
+#: (`a=max-message-size`, RFC 8841) instead of aiortc's 256 KiB. Our messages are at
+#: most 16 KiB (`wire.data_channel.MAX_MESSAGE_BYTES`, larger ones get an `error`);
+#: 64 KiB is also what a peer assumes when the attribute is missing. Browsers refuse
+#: to send more; a caller that does anyway is cut off (`limit_message_size`).
+MAX_MESSAGE_BYTES = 64 * 1024
+_MAX_MESSAGE_SIZE_LINE = re.compile(r"^a=max-message-size:\d+", re.MULTILINE)
 
-
-def validate_offer(sdp: str) -> None:
-    """Parse an offer without touching any connection; raise `InvalidSdp`/`NoAudioInOffer`."""
-    try:
-        description = SessionDescription.parse(sdp)
-    except Exception as exc:  # the parser's failure modes are many; all are the client's
-        raise InvalidSdp(f"the offer is not valid SDP ({type(exc).__name__})") from None
-    audio = [m for m in description.media if m.kind == "audio"]
-    if not audio:
-        raise NoAudioInOffer("the offer has no audio m-line")
-    for media in description.media:
-        if media.kind in ("audio", "video"):
-            bad = [pt for pt in media.fmt if pt not in _VALID_PAYLOAD_TYPES]
-            if bad:
-                raise InvalidSdp(f"invalid RTP payload type {bad[0]}")
-    for media in description.media:
-        if media.dtls is None or not media.dtls.fingerprints:
-            raise InvalidSdp("the offer has no DTLS fingerprint")
-        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
-            raise InvalidSdp("the offer has no ICE credentials")
-    if not any(codec.name.lower() == "opus" for m in audio for codec in m.rtp.codecs):
-        raise InvalidSdp("the offer's audio has no Opus codec")
-
-
-def candidate_allowed(address: str, *, allow_loopback: bool) -> bool:
-    """Whether ICE may send connectivity checks to a remote candidate address.
-
-    aioice probes whatever an offer lists; link-local (cloud metadata), multicast
-    and unspecified addresses are never a caller. Loopback only when ICE itself
-    is restricted to loopback (tests, a local client).
-    """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address.endswith(".local")  # mDNS names from browsers
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return False
-    return allow_loopback or not ip.is_loopback
-
-
-def filter_candidate_lines(sdp: str, *, allow_loopback: bool) -> str:
-    """Drop `a=candidate` lines whose address is not allowed (see `candidate_allowed`)."""
-    kept = []
-    for line in sdp.splitlines():
-        if line.startswith("a=candidate:"):
-            fields = line.split()
-            if len(fields) >= 5 and not candidate_allowed(fields[4], allow_loopback=allow_loopback):
-                continue
-        kept.append(line)
-    return "\r\n".join(kept) + "\r\n"
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "OfferShape",
+    "add_remote_candidates",
+    "close_quietly",
+    "limit_message_size",
+    "negotiate",
+    "new_peer_connection",
+    "validate_offer",
+]
 
 
 async def negotiate(pc: RTCPeerConnection, offer_sdp: str, outbound: MediaStreamTrack) -> str:
     """Apply a validated offer, send `outbound` on the caller's audio, return the answer.
 
-    Raises `InvalidSdp` when aiortc cannot use the offer.
+    Raises `InvalidSdp` when aiortc cannot use the offer, at whichever step. A
+    failure to open sockets (the gateway's own trouble) is raised as it is.
     """
+    step = "setRemoteDescription"
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-    except Exception as exc:
-        raise InvalidSdp(f"the offer cannot be used ({type(exc).__name__})") from None
-    _aiortc.answer_actpass_as_dtls_server(pc)  # the caller is DTLS client: see there
-    pc.addTrack(outbound)  # reuses the offered audio transceiver
-    answer = await pc.createAnswer()
-    await pc.setLocalDescription(answer)
-    return str(pc.localDescription.sdp)
+        _aiortc.retrieve_connect_errors(pc)  # a hang-up mid-connect makes them raise
+        step = "DTLS role"
+        _aiortc.answer_actpass_as_dtls_server(pc)  # the caller is DTLS client: see there
+        step = "addTrack"
+        pc.addTrack(outbound)  # reuses the offered audio transceiver
+        step = "createAnswer"
+        answer = await pc.createAnswer()
+        step = "setLocalDescription"
+        await pc.setLocalDescription(answer)
+        _aiortc.retrieve_connect_errors(pc)
+    except OSError:
+        raise
+    except Exception as exc:  # aiortc's failure modes on odd offers are many
+        logger.info("offer refused by aiortc at %s: %s", step, type(exc).__name__)
+        raise InvalidSdp(f"the offer cannot be answered ({type(exc).__name__})") from None
+    sdp = str(pc.localDescription.sdp)
+    return _MAX_MESSAGE_SIZE_LINE.sub(f"a=max-message-size:{MAX_MESSAGE_BYTES}", sdp)
+
+
+def limit_message_size(pc: RTCPeerConnection, on_oversized: Callable[[], None]) -> bool:
+    """Hold the caller's data-channel messages to `MAX_MESSAGE_BYTES` (what the answer
+    advertises): `on_oversized` is called once a message grows past it (nothing more
+    is taken from the caller after that). False if the offer had no data channel."""
+    if pc.sctp is None:
+        return False
+    _aiortc.limit_inbound_messages(pc.sctp, MAX_MESSAGE_BYTES, on_oversized)
+    return True
 
 
 async def add_remote_candidates(
-    pc: RTCPeerConnection, sdpfrag: str, *, allow_loopback: bool
+    pc: RTCPeerConnection, sdpfrag: str, *, budget: CandidateBudget, mid: str
 ) -> int:
-    """Trickle ICE (RFC 8840 sdpfrag): add allowed `a=candidate` lines; return how many.
+    """Trickle ICE (RFC 8840 sdpfrag): add the `a=candidate` lines `budget` admits to
+    the ICE transport of `mid`; return how many. `InvalidSdp` for a line that is not
+    a candidate (those before it stay added).
 
     Candidates arriving after ICE has completed are ignored: aioice has no ICE
     restart, and a pair added then starts a consent task that outlives `close()`.
     """
-    done = pc.iceConnectionState in ("completed", "failed", "closed")
     added = 0
     for raw in sdpfrag.splitlines():
         line = raw.strip()
         if not line.startswith("a=candidate:"):
             continue
-        try:
-            candidate = candidate_from_sdp(line[len("a=candidate:") :])
-        except Exception:
-            raise InvalidSdp("invalid candidate line") from None
-        if done or not candidate_allowed(candidate.ip, allow_loopback=allow_loopback):
+        candidate = budget.admit(line)
+        if candidate is None or pc.iceConnectionState in ("completed", "failed", "closed"):
             continue
-        candidate.sdpMLineIndex = 0
-        await pc.addIceCandidate(candidate)
+        candidate.sdpMid = mid
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:  # e.g. the call closing meanwhile
+            logger.debug("trickled candidate not added: %s", type(exc).__name__)
+            continue
         added += 1
     return added
 

@@ -15,8 +15,12 @@ then idles). The swap itself is `rtc/_aiortc.py`'s `tap_packets`, guarded by
 `tests/test_seams.py`; it raises `ReceivePathUnavailable` if aiortc changed, so the
 caller falls back to the stock track.
 
-Imports aiortc, PyAV, `rtc._aiortc` and `rtc.reorder_buffer`; nothing about HTTP or
-agents.
+Packets arriving faster than real time are dropped (and counted, `policed`) beyond a
+small burst before they reach the reorder buffer (`rtc/real_time_policer.py`): a
+caller sending at 10x real time no longer feeds the agent ten seconds per second.
+
+Imports aiortc, PyAV, `rtc._aiortc`, `rtc.real_time_policer` and `rtc.reorder_buffer`;
+nothing about HTTP or agents.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
-from gateway.audio.formats import WEBRTC_RATE_HZ
+from gateway.audio.formats import PTIME_S, WEBRTC_RATE_HZ
 from gateway.rtc._aiortc import ReceivePathUnavailable, ensure_tappable, tap_packets
+from gateway.rtc.real_time_policer import RealTimePolicer, packet_duration_s
 from gateway.rtc.reorder_buffer import BufferedPacket, ReleasedPacket, ReorderBuffer, ReorderStats
 
 logger = logging.getLogger(__name__)
@@ -78,6 +83,8 @@ class ReceivePathStats:
     """Frames aiortc's own decoder produced: 0 unless the tap stopped working."""
     stall_graces: int
     """Hold timers that fired late (event loop stalled) and were given a grace period."""
+    policed: int = 0
+    """Packets dropped on arrival for coming faster than real time (beyond the burst)."""
 
 
 class MonoOpusDecoder(Decoder):
@@ -129,6 +136,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         self._codecs: dict[int, RTCRtpCodecParameters] | None = None
         self._decoders: dict[str, Decoder] = {}
         self._buffer = ReorderBuffer(max_hold_s=max_hold_s)
+        self._policer = RealTimePolicer()
         self._clock = clock
         self._ready: deque[ReleasedPacket] = deque()
         self._frames: deque[Frame] = deque()
@@ -137,7 +145,7 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         self._receiver_ended = False
         self._grace_until = 0.0
         self._frames_out = self._overflow = self._decode_errors = self._unknown = 0
-        self._stock_decoded = self._stall_graces = 0
+        self._stock_decoded = self._stall_graces = self._policed = 0
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_receiver(stock_track), name=f"receive-path/{self.id}/watch"
         )
@@ -152,11 +160,17 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             unknown_payload=self._unknown,
             stock_decoded=self._stock_decoded,
             stall_graces=self._stall_graces,
+            policed=self._policed,
         )
 
     def on_packet(self, packet: RtpPacket) -> None:
         """Called by the tap inside the receiver's packet handler: only enqueues."""
         now = self._clock()
+        codec = self._codec(packet.payload_type)
+        duration = packet_duration_s(codec.name if codec else "", packet.payload)
+        if not self._policer.admit(duration or PTIME_S, now):
+            self._policed += 1
+            return
         item = BufferedPacket(
             sequence_number=packet.sequence_number,
             timestamp=packet.timestamp,
@@ -187,10 +201,10 @@ class LossTolerantAudioTrack(MediaStreamTrack):
             stats = self.stats
             logger.info(
                 "receive path %s ended: %d packets, %d frames out, %d late, %d skipped, "
-                "%d overflow, %d decode errors, %d stall graces",
+                "%d overflow, %d decode errors, %d stall graces, %d policed",
                 self.id, stats.buffer.received, stats.frames_out, stats.buffer.late,
                 stats.buffer.skipped, stats.overflow_dropped, stats.decode_errors,
-                stats.stall_graces,
+                stats.stall_graces, stats.policed,
             )  # fmt: skip
         super().stop()
         self._watcher.cancel()
@@ -231,12 +245,15 @@ class LossTolerantAudioTrack(MediaStreamTrack):
         if released:
             self._wakeup.set()
 
-    def _decode(self, item: ReleasedPacket) -> list[Frame]:
+    def _codec(self, payload_type: int) -> RTCRtpCodecParameters | None:
         if self._codecs is None:
             source = self._codec_source
             codecs = source() if callable(source) else source
             self._codecs = {c.payloadType: c for c in codecs if c.payloadType is not None}
-        codec = self._codecs.get(item.packet.payload_type)
+        return self._codecs.get(payload_type)
+
+    def _decode(self, item: ReleasedPacket) -> list[Frame]:
+        codec = self._codec(item.packet.payload_type)
         if codec is None:
             self._unknown += 1
             return []
