@@ -129,6 +129,7 @@ def edge_auth(settings: Settings) -> EdgeAuth:
             setups_per_address=settings.offers_per_minute,
             setups_per_user=settings.user_offers_per_minute,
             auth_failures_per_address=settings.auth_failures_per_minute,
+            redis_url=settings.redis_url,
         )
     return EdgeAuth(authenticator, limits, frozenset(settings.allowed_origins))
 

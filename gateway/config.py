@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -183,6 +184,11 @@ class Settings(BaseModel):
         description="A call whose caller sends no media and no message for this long is "
         "ended (a caller gone without hanging up).",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis (`redis://host:6379/0`) holding what every worker and instance "
+        "shares: the usage limits (docs/auth.md); without it each process counts alone.",
+    )
     text_turns_per_s: float = Field(
         2.0, gt=0, description="Typed turns per second a call may send to the agent."
     )
@@ -213,7 +219,9 @@ class Settings(BaseModel):
         Gemini/Google keys google-genai reads from the environment."""
         env = os.environ if environ is None else environ
         from_env = (env.get(name, "") for name in SECRET_ENVIRONMENT)
-        return tuple(v for v in (*self.api_keys, self.jwt_secret or "", *from_env) if v)
+        # Passwords inside store URLs (postgresql://user:pw@..., redis://:pw@...).
+        in_urls = (urlsplit(u).password or "" for u in (self.session_url, self.redis_url or ""))
+        return tuple(v for v in (*self.api_keys, self.jwt_secret or "", *from_env, *in_urls) if v)
 
     # Issue 12 (safe to put on the internet): what a caller can make the gateway send
     # before its media connects. docs/protocol.md, "ICE policy", says why these values.
@@ -298,6 +306,13 @@ class Settings(BaseModel):
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("a Redis URL starts redis://, rediss:// or unix://")
         return value
 
     @field_validator("log_level")

@@ -35,6 +35,7 @@ LIMIT_NAMES: tuple[str, ...] = (
     "text_turns_dropped",
     "ended_max_length",
     "ended_idle",
+    "limits_store_errors",
 )
 #: Every counter, in board order.
 COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES
