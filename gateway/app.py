@@ -9,6 +9,7 @@ its calls are its share of the capacity and the rest are reached through
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from gateway.errors import StartupError
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
 from gateway.rtc.ice_policy import IcePolicy
+from gateway.rtc.ice_servers import IceServers
 from gateway.websocket_transport import add_bidi_demo_routes, add_websocket_routes
 
 if TYPE_CHECKING:
@@ -75,9 +77,11 @@ def create_app(
         idle_s=settings.call_idle_s,
         text_turns_per_s=settings.text_turns_per_s,
     )
+    servers = ice_servers(settings)
+    app[signaling.ICE_SERVERS_KEY] = servers
     manager = CallManager(
         connector,
-        ice.rtc_configuration(settings.ice_servers),
+        functools.partial(ice.gateway_rtc_configuration, servers),
         admission=admission,
         limits=limits,
         ice_policy=IcePolicy.from_settings(
@@ -112,6 +116,16 @@ def create_app(
     _add_client_routes(app)
     allow_cross_origin(app, settings.allowed_origins)
     return app
+
+
+def ice_servers(settings: Settings) -> IceServers:
+    """The STUN/TURN servers of every call (docs/deploy.md)."""
+    return IceServers(
+        settings.ice_servers,
+        turn_urls=settings.turn_urls,
+        turn_secret=settings.turn_secret,
+        turn_ttl_s=settings.turn_ttl_s,
+    )
 
 
 def edge_auth(settings: Settings) -> EdgeAuth:

@@ -221,7 +221,12 @@ class Settings(BaseModel):
         from_env = (env.get(name, "") for name in SECRET_ENVIRONMENT)
         # Passwords inside store URLs (postgresql://user:pw@..., redis://:pw@...).
         in_urls = (urlsplit(u).password or "" for u in (self.session_url, self.redis_url or ""))
-        return tuple(v for v in (*self.api_keys, self.jwt_secret or "", *from_env, *in_urls) if v)
+        # TURN passwords in static ICE server URLs (turn:user:pass@host).
+        in_ice = (
+            url.partition(":")[2].rpartition("@")[0].partition(":")[2] for url in self.ice_servers
+        )
+        secrets = (*self.api_keys, self.jwt_secret or "", self.turn_secret or "")
+        return tuple(v for v in (*secrets, *from_env, *in_urls, *in_ice) if v)
 
     # Issue 12 (safe to put on the internet): what a caller can make the gateway send
     # before its media connects. docs/protocol.md, "ICE policy", says why these values.
@@ -249,6 +254,42 @@ class Settings(BaseModel):
         ge=1,
         description="Calls from one client address still connecting, per worker process; "
         "beyond it offers get 429 `too_many_pending` with Retry-After.",
+    )
+
+    # Issue 13 (reachable from any network): TURN, NAT 1:1, TLS, proxies in front.
+    # docs/deploy.md walks an operator through them.
+    turn_urls: tuple[str, ...] = Field(
+        (),
+        description="TURN URLs (`turn:host:3478`, `turns:host:5349?transport=tcp`) whose "
+        "credentials the gateway mints per call from `turn_secret` (coturn "
+        "`use-auth-secret`); handed to callers and used by the gateway itself.",
+    )
+    turn_secret: str | None = Field(
+        None,
+        repr=False,
+        description="The shared secret of the TURN relay (coturn `static-auth-secret`).",
+    )
+    turn_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="How long minted TURN credentials stay valid (a call that outlives "
+        "them keeps its allocation; refreshes are authenticated by the same credential).",
+    )
+    public_ip: str | None = Field(
+        None,
+        description="This host's public address behind a 1:1 NAT (a cloud VM's elastic "
+        "IP): announced in the gateway's host candidates instead of the local address.",
+    )
+    certfile: Path | None = Field(
+        None, description="PEM certificate chain: serve HTTPS and WSS directly (with keyfile)."
+    )
+    keyfile: Path | None = Field(None, description="PEM private key of certfile.")
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="CIDRs of reverse proxies in front of the gateway whose "
+        "X-Forwarded-For/-Proto are believed (client address for limits and logs); "
+        "empty: the peer address is the client.",
     )
 
     @model_validator(mode="before")
@@ -283,6 +324,8 @@ class Settings(BaseModel):
         "api_keys",
         "allowed_origins",
         "ice_allowed_networks",
+        "turn_urls",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -301,7 +344,7 @@ class Settings(BaseModel):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example")
         return origins
 
-    @field_validator("ice_allowed_networks")
+    @field_validator("ice_allowed_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
@@ -314,6 +357,27 @@ class Settings(BaseModel):
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("a Redis URL starts redis://, rediss:// or unix://")
         return value
+
+    @field_validator("public_ip")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value))
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_scheme(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not re.fullmatch(r"turns?:[^@\s]+", url):
+                raise ValueError(f"{url!r} is not a TURN URL like turn:host:3478 (no credentials)")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("turn_urls needs turn_secret (the relay's static-auth-secret)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        return self
 
     @field_validator("log_level")
     @classmethod

@@ -3,7 +3,8 @@
 Speaks HTTP and strings: SDP in, SDP out. Client mistakes become 4xx here, in one
 place (`error_middleware`); nothing below this module knows about HTTP. Whether the
 gateway is one process or several is behind the `CallService`; answers name the
-process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or ADK.
+process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or ADK
+(`rtc/ice_servers.py` is plain data).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.metrics.counters import counters_json
 from gateway.metrics.process_stats import process_stats, sibling_stats
+from gateway.rtc.ice_servers import IceServers
 from gateway.wire.data_channel import ID_PATTERN, is_valid_id
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 CALLS_KEY = web.AppKey("calls", CallService)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
+#: The STUN/TURN servers handed to callers (Link headers, `/offer` JSON).
+ICE_SERVERS_KEY = web.AppKey("ice_servers", IceServers)
 
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"

@@ -236,7 +236,7 @@ async def test_a_forwarded_offer_counts_against_its_original_source() -> None:
     """Between workers, the internal offer carries the client's address along."""
     manager = CallManager(
         FakeAgentConnector(),
-        ice.rtc_configuration([]),
+        lambda: ice.rtc_configuration([]),
         admission=Admission(10),
         max_pending_per_source=1,
     )

@@ -93,6 +93,8 @@ class Call:
         self._last_heard = 0.0  # loop time of the caller's last audio or message
         self._connected = False
         self._oversized = False
+        #: The conversation, once the agent session is open (None before).
+        self.session_id: str | None = None
         self._on_ended = on_ended
         self._pc: RTCPeerConnection | None = None
         self._outbound = AgentAudioTrack()
@@ -134,6 +136,17 @@ class Call:
             await peer_connection.add_remote_candidates(
                 self._pc, sdpfrag, budget=self._candidates, mid=self._shape.ice_mid
             )
+
+    async def moved(self) -> None:
+        """A newer call continues this one's conversation (the caller re-offered, say
+        after a network change: aiortc cannot restart ICE): tell the caller, if it is
+        still there, and end this one."""
+        self._channel.send(
+            data_channel.error_message(
+                "moved", "this conversation continues on a newer call", fatal=True
+            )
+        )
+        await self.hang_up("moved to a newer call")
 
     async def hang_up(self, reason: str = "caller hung up") -> None:
         """End the call and wait (bounded) until it has released everything."""
@@ -197,6 +210,7 @@ class Call:
             call_id=self.call_id,
         ) as agent:
             mode = request.modality.value
+            self.session_id = agent.session_id
             self._channel.send(data_channel.session_message(self.call_id, agent.session_id, mode))
             self._answer.set_result(Answer(self.call_id, agent.session_id, answer_sdp))
             logger.info("call %s answered", self.call_id)

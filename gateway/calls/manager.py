@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 from aiortc import RTCConfiguration
 
@@ -40,7 +41,7 @@ class CallManager:
     def __init__(
         self,
         connector: AgentConnector,
-        rtc_configuration: RTCConfiguration,
+        rtc_configuration: Callable[[], RTCConfiguration],
         *,
         admission: Admission,
         limits: CallLimits | None = None,
@@ -49,7 +50,8 @@ class CallManager:
         worker: int = 0,
     ) -> None:
         """`admission` is the process's session budget (shared with the WebSocket
-        transport); `worker` goes into every call id."""
+        transport); `rtc_configuration` makes each call's aiortc configuration (its
+        ICE servers, TURN credentials minted afresh); `worker` goes into every call id."""
         self._connector = connector
         self._rtc_configuration = rtc_configuration
         self.admission = admission
@@ -59,6 +61,7 @@ class CallManager:
         self._worker = worker
         self._calls: dict[str, Call] = {}
         self._tickets: dict[str, Ticket] = {}
+        self._moves: set[asyncio.Task[int]] = set()
 
     @property
     def live_calls(self) -> int:
@@ -89,7 +92,7 @@ class CallManager:
                 new_call_id(self._worker),
                 CallRequest(offer_sdp, user_id, session_id, modality, source),
                 self._connector,
-                self._rtc_configuration,
+                self._rtc_configuration(),
                 limits=self._limits,
                 ice_policy=self._ice_policy,
                 on_ended=self._forget,
@@ -102,7 +105,31 @@ class CallManager:
         call.start()
         answer = await call.answer(ANSWER_TIMEOUT_S)
         logger.info("call %s accepted (%s mode)", call.call_id, modality.value)
+        if session_id is not None:
+            self.end_moved_calls_soon(user_id, answer.session_id, keep=answer.call_id)
         return answer
+
+    def end_moved_calls_soon(self, user_id: str, session_id: str, *, keep: str) -> None:
+        """End, in the background, this process's other calls of `user_id`'s
+        conversation `session_id`: a newer call (`keep`) continues it."""
+        task = asyncio.create_task(
+            self.end_moved_calls(user_id, session_id, keep=keep), name=f"{keep}/moves"
+        )
+        self._moves.add(task)
+        task.add_done_callback(self._moves.discard)
+
+    async def end_moved_calls(self, user_id: str, session_id: str, *, keep: str) -> int:
+        """End this process's calls of `user_id`'s conversation `session_id` other
+        than `keep`; how many there were."""
+        old = [
+            c
+            for c in self._calls.values()
+            if c.call_id != keep and c.session_id == session_id and c.request.user_id == user_id
+        ]
+        for call in old:
+            logger.info("call %s moved to call %s", call.call_id, keep)
+        await asyncio.gather(*(call.moved() for call in old))
+        return len(old)
 
     async def add_candidates(
         self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
@@ -117,6 +144,7 @@ class CallManager:
         """Hang up every call (gateway shutdown), bounded in time."""
         calls = list(self._calls.values())
         await asyncio.gather(*(call.hang_up("gateway shutting down") for call in calls))
+        await asyncio.gather(*self._moves, return_exceptions=True)
 
     def get(self, call_id: str) -> Call:
         """The live call `call_id`; `UnknownCall` if there is none."""

@@ -13,6 +13,7 @@ or ADK.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import Counter
@@ -77,6 +78,7 @@ class ClusterCalls:
         #: Offers this worker is forwarding, by target: counted as load when placing,
         #: so a burst of offers arriving here spreads instead of piling on one sibling.
         self._placing: Counter[int] = Counter()
+        self._moves: set[asyncio.Task[None]] = set()
 
     @property
     def live_calls(self) -> int:
@@ -100,7 +102,7 @@ class ClusterCalls:
         for index in self._placement_order():
             try:
                 if index == self._member.index:
-                    return await self._local.accept_offer(
+                    answer = await self._local.accept_offer(
                         offer_sdp,
                         user_id=user_id,
                         session_id=session_id,
@@ -108,21 +110,26 @@ class ClusterCalls:
                         requester=requester,
                         source=source,
                     )
-                self._placing[index] += 1
-                try:
-                    body = {
-                        "sdp": offer_sdp,
-                        "user_id": user_id,
-                        "session_id": session_id,
-                        "mode": modality.value,
-                        "requester": principal_to_json(requester),
-                        "source": source,
-                    }
-                    return await self._offer_to(index, body)
-                finally:
-                    self._placing[index] -= 1
+                else:
+                    self._placing[index] += 1
+                    try:
+                        body = {
+                            "sdp": offer_sdp,
+                            "user_id": user_id,
+                            "session_id": session_id,
+                            "mode": modality.value,
+                            "requester": principal_to_json(requester),
+                            "source": source,
+                        }
+                        answer = await self._offer_to(index, body)
+                    finally:
+                        self._placing[index] -= 1
             except (AtCapacity, WorkerUnavailable) as exc:
                 logger.debug("worker %d cannot take the call: %s", index, exc.code)
+                continue
+            if session_id is not None:  # the answering worker ends its own older calls
+                self._announce_move(index, user_id, answer.session_id, answer.call_id)
+            return answer
         raise AtCapacity("the gateway is at capacity; try again shortly")
 
     async def add_candidates(
@@ -142,7 +149,36 @@ class ClusterCalls:
             return
         await self._forward(owner, "DELETE", call_id, headers=_requester_header(requester))
 
+    def _announce_move(self, answered_by: int, user_id: str, session_id: str, keep: str) -> None:
+        """Every other worker ends its calls of the conversation `keep` continues."""
+        for index in range(len(self._member.shares)):
+            if index == answered_by:
+                continue
+            if index == self._member.index:
+                self._local.end_moved_calls_soon(user_id, session_id, keep=keep)
+                continue
+            task = asyncio.create_task(
+                self._send_move(
+                    index, {"user_id": user_id, "session_id": session_id, "keep": keep}
+                ),
+                name=f"{keep}/moves/{index}",
+            )
+            self._moves.add(task)
+            task.add_done_callback(self._moves.discard)
+
+    async def _send_move(self, index: int, body: dict[str, str]) -> None:
+        try:
+            async with self._session(index).post(
+                f"{_BASE}/internal/moves",
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=CALL_FORWARD_TIMEOUT_S),
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:  # a dead sibling has no calls
+            logger.debug("worker %d did not hear of a moved call: %s", index, exc)
+
     async def close(self) -> None:
+        await asyncio.gather(*self._moves, return_exceptions=True)
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -250,6 +286,13 @@ class _InternalOffer(BaseModel):
     source: str = ""
 
 
+class _Move(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str
+    session_id: str
+    keep: str
+
+
 def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application:
     """What a worker serves its siblings on its unix socket: its own calls, no forwarding."""
     app = web.Application(
@@ -287,7 +330,13 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
         await local.hang_up(request.match_info["call_id"], requester=requester)
         return web.Response(status=204)
 
+    async def moves(request: web.Request) -> web.Response:
+        body = _Move.model_validate_json(await request.read())
+        local.end_moved_calls_soon(body.user_id, body.session_id, keep=body.keep)
+        return web.Response(status=204)
+
     app.router.add_post("/internal/offer", offer)
+    app.router.add_post("/internal/moves", moves)
     app.router.add_patch("/internal/calls/{call_id}", patch)
     app.router.add_delete("/internal/calls/{call_id}", delete)
     return app

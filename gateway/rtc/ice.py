@@ -31,6 +31,7 @@ import ifaddr
 from aiortc import RTCConfiguration, RTCIceServer
 
 from gateway.rtc import _aioice
+from gateway.rtc.ice_servers import GATEWAY_TURN_USER, IceServers
 
 
 class UnknownInterfaceError(ValueError):
@@ -150,15 +151,16 @@ def rtc_configuration(ice_server_urls: Sequence[str]) -> RTCConfiguration:
 
     URLs may carry credentials as `turn:user:password@host:port`.
     """
-    servers: list[RTCIceServer] = []
-    for url in ice_server_urls:
-        scheme, _, rest = url.partition(":")
-        if "@" in rest:
-            creds, _, hostport = rest.rpartition("@")
-            user, _, password = creds.partition(":")
-            servers.append(
-                RTCIceServer(urls=f"{scheme}:{hostport}", username=user, credential=password)
-            )
-        else:
-            servers.append(RTCIceServer(urls=url))
-    return RTCConfiguration(iceServers=servers)
+    return gateway_rtc_configuration(IceServers(ice_server_urls))
+
+
+def gateway_rtc_configuration(servers: IceServers) -> RTCConfiguration:
+    """aiortc's configuration for one of the gateway's own peer connections: exactly
+    `servers`, TURN credentials minted now (with `iceServers` unset aiortc would reach
+    for Google's public STUN server, which a gateway with no network must never try)."""
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
+            for s in servers.for_user(GATEWAY_TURN_USER)
+        ]
+    )
