@@ -311,7 +311,13 @@ function onError(call, message) {
     [ERROR_CODE.AGENT_UNAVAILABLE]: "The agent is unavailable right now: ",
     [ERROR_CODE.INVALID_MESSAGE]: "The gateway could not use a message: ",
   }[message.code] ?? "Something went wrong: ";
-  ui.notice(explain + message.message);
+  if (message.code === ERROR_CODE.MOVED) {
+    // Another tab or device continued this conversation; reconnecting would take it
+    // back and end that one in turn.
+    ui.notice("This conversation continued on another call (another tab or device).", "info");
+  } else {
+    ui.notice(explain + message.message);
+  }
   if (message.fatal) {
     state.call = null;  // the gateway hangs up; do not reconnect into the same failure
     call.hangUp();

@@ -1,6 +1,6 @@
 // The wire contract shared with the gateway (docs/protocol.md, docs/websocket.md).
-// Message type names are defined here once for the client; gateway/protocol.py and
-// gateway/seed_protocol.py define them once for the server.
+// Message type names are defined here once for the client; gateway/wire/data_channel.py
+// and gateway/wire/seed_websocket.py define them once for the server.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -21,6 +21,7 @@ export const ERROR_CODE = Object.freeze({
   AGENT_UNAVAILABLE: "agent_unavailable",
   AT_CAPACITY: "at_capacity",
   UNKNOWN_SESSION: "unknown_session",
+  MOVED: "moved",
   INTERNAL: "internal",
 });
 
@@ -33,7 +34,7 @@ export const MAX_TEXT_CHARS = 4000;
 export const WS_PATH = "/ws/";
 export const SEED_MIME = Object.freeze({ TEXT: "text/plain", AUDIO: "audio/pcm" });
 
-/** Audio rates at the agent's edge, as in gateway/audio_format.py. */
+/** Audio rates at the agent's edge, as in gateway/audio/formats.py. */
 export const AGENT_INPUT_RATE_HZ = 16000;
 export const AGENT_OUTPUT_RATE_HZ = 24000;
 

@@ -14,7 +14,9 @@ Pins down:
   the same voice test and is labelled as a fallback;
 - barge-in: on `interrupted` the indicator says so, the answer is marked cut,
   and the agent's queued audio stops within a second and a half (both transports);
-- resilience: a dropped call reconnects to the same session; a denied microphone,
+- resilience: a dropped call reconnects to the same session; a network change moves
+  the call to a new one continuing the session, and a call moved to another device
+  says so and stays ended; a denied microphone,
   a server at capacity (503) and a fatal agent error each give a clear message;
 - a phone-sized screen has no horizontal scrolling, and a call can be started
   and hung up with the keyboard alone.
@@ -41,6 +43,7 @@ from gateway.agent_api import (
 from tests.browser import cdp
 from tests.browser.conftest import GatewayStarter
 from tests.support.fakes import FakeAgentConnector, agent_tone
+from tests.support.peers import HeadlessCaller
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -266,6 +269,65 @@ async def test_a_dropped_call_reconnects_to_the_same_session(
     conversation = await page.evaluate("document.getElementById('conversation').innerText")
     assert "reconnecting" in conversation
     await page.wait_for(f"{AGENT_SAID}.length", timeout_s=25)  # the conversation goes on
+    assert browser.page_errors == []
+
+
+async def test_a_network_change_moves_the_call_to_a_new_one(
+    start_gateway: GatewayStarter, browser: cdp.Browser, page: cdp.Page
+) -> None:
+    """aiortc cannot restart ICE: on a network change the client re-offers with its
+    session id, and the old call ends (the client's hang-up, or the gateway's move)."""
+    base = await start_gateway()
+    await start_call(page, f"{base}/")
+    session_id = await page.wait_for("window.gatewayClient.state.sessionId", timeout_s=10)
+    location = await page.evaluate("window.gatewayClient.call.location")
+    await page.evaluate("window.dispatchEvent(new Event('online'))")
+    await page.wait_for(
+        f"{CONNECTION} === 'connected' && window.gatewayClient.call.location !== {location!r}",
+        timeout_s=20,
+    )
+    assert await page.evaluate("window.gatewayClient.state.sessionId") == session_id
+    async with asyncio.timeout(10):
+        while await healthz_calls(base) != 1:
+            await asyncio.sleep(0.1)
+    async with aiohttp.ClientSession() as http, http.delete(location) as response:
+        assert response.status == 404  # the old call is gone
+    conversation = await page.evaluate("document.getElementById('conversation').innerText")
+    assert "network changed" in conversation
+    await page.wait_for(f"{AGENT_SAID}.length", timeout_s=25)  # the conversation goes on
+    assert browser.page_errors == []
+
+
+async def test_a_call_moved_elsewhere_is_explained_and_not_taken_back(
+    start_gateway: GatewayStarter, browser: cdp.Browser, page: cdp.Page
+) -> None:
+    """Another device of the same user continues the conversation: this tab says so and
+    stays idle instead of reconnecting (which would take the conversation back)."""
+    base = await start_gateway()
+    await start_call(page, f"{base}/")
+    session_id = await page.wait_for("window.gatewayClient.state.sessionId", timeout_s=10)
+    user_id = await page.evaluate("localStorage.getItem('gateway-user-id')")
+    other = HeadlessCaller()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{base}/calls?user_id={user_id}&session_id={session_id}",
+                data=await other.offer(),
+                headers={"Content-Type": "application/sdp"},
+            ) as response,
+        ):
+            assert response.status == 201, await response.text()
+            await other.accept(await response.text())
+        await other.wait_connected()
+        await page.wait_for(f"{NOTICE}.includes('another call')", timeout_s=10)
+        await page.wait_for(f"{CONNECTION} === 'idle'", timeout_s=10)
+        await asyncio.sleep(2.0)  # a reconnect would have started by now
+        assert await page.evaluate(CONNECTION) == "idle"
+        assert await healthz_calls(base) == 1
+        assert not [m for m in other.messages if m.get("code") == "moved"]
+    finally:
+        await other.close()
     assert browser.page_errors == []
 
 
