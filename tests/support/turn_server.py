@@ -68,6 +68,7 @@ class TurnServer:
             f"pidfile={self.folder / 'turnserver.pid'}",
             "log-file=stdout",
             "simple-log",
+            "verbose",  # sessions and their usernames in the log
         ]
         return "".join(line + "\n" for line in lines if line)
 
