@@ -15,6 +15,8 @@ Pins down:
 - `POST /offer`'s answer carries the same `ice_servers`;
 - the gateway allocates on its TURN relay itself: its answer has a relay candidate
   on coturn's relay address;
+- a TURN server that does not answer does not stop calls: the answer comes without
+  a relay candidate and the call connects directly;
 - `--public-ip`: the answer's host candidates announce the public address;
 - the ICE policy lets callers' candidates on the gateway's own TURN server (and the
   public IP's range) through, even on a private range.
@@ -36,6 +38,7 @@ from gateway.app import ice_policy
 from gateway.auth.credentials import mint_token
 from gateway.config import load_settings
 from gateway.rtc.ice_servers import IceServers, turn_rest_credentials
+from gateway.rtc.peer_connection import route
 from tests.support.fakes import FakeAgentConnector
 from tests.support.gateway_process import free_port
 from tests.support.peers import HeadlessCaller
@@ -196,6 +199,25 @@ async def test_offer_answer_carries_ice_servers_and_a_relay_candidate(
             f"/calls/{body['call_id']}", headers=_bearer(token("bob"))
         )
         assert delete.status == 204
+    finally:
+        await caller.close()
+
+
+@pytest.mark.slow  # ~5 s: aioice waits out its gathering timeout for the relay
+async def test_an_unreachable_relay_does_not_stop_calls(
+    start_gateway: Callable[..., Any],
+) -> None:
+    client: TestClient[Any, Any] = await start_gateway(
+        FakeAgentConnector(), turn_urls=f"turn:127.0.0.1:{free_port()}", turn_secret=TURN_SECRET
+    )
+    caller = HeadlessCaller()
+    try:
+        result = await caller.dial(client.session, str(client.make_url("")).rstrip("/"))
+        assert result.status == 201, result.body
+        assert [c[7] for c in _candidates(result.body)] == ["host"] * len(_candidates(result.body))
+        await caller.wait_connected()
+        assert route(caller.pc) == "host/host"
+        assert (await client.delete(result.location or "")).status == 204
     finally:
         await caller.close()
 
