@@ -1,6 +1,6 @@
 """A call whose only path is a TURN relay: caller and gateway in network namespaces
 with no route between them, coturn in a third namespace with a leg into each
-(`tests/support/netem/relay_topology.py`; needs root).
+(`tests.support.netem.topologies.py`; needs root).
 
 The gateway is `python -m gateway` as an operator starts it (`--turn-urls`,
 `--turn-secret`, JWT auth, the scripted agent through ADK's runner) inside its
@@ -16,6 +16,12 @@ Pins down:
 - audio flows both ways: the caller's speech reaches the agent (its transcript comes
   back) and the agent's answer is heard (loud frames at the caller);
 - coturn saw allocations for the token's user and for the gateway.
+
+Through a 1:1 NAT (nftables DNAT/SNAT in a router namespace), the gateway started
+with `--public-ip`:
+- the caller cannot address the gateway's private address, only the public one;
+- the answer's host candidate is the public address, and the call connects
+  directly (`host/host`) with audio both ways.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import aiohttp
 from gateway.auth.credentials import mint_token
 from tests.support import REPO_ROOT
 from tests.support.gateway_process import serving
-from tests.support.netem.relay_topology import RelayTopology, relay_topology
+from tests.support.netem.topologies import can_send, exec_prefix, nat_topology, relay_topology
 from tests.support.turn_server import turn_server
 
 JWT_SECRET = "n" * 40
@@ -55,15 +61,16 @@ async def _receive(proc: asyncio.subprocess.Process) -> dict[str, Any]:
     return message
 
 
-async def _call_through_relay(
-    net: RelayTopology, base: str, token: str, log: Path
+async def _call_from(
+    caller_ns: str, base: str, token: str, log: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The caller's report of a call, and the gateway's `/offer` answer."""
+    """A call from a caller in `caller_ns` configured with `GET /ice-servers`: the
+    caller's report, and the gateway's `/offer` answer."""
     auth = {"Authorization": f"Bearer {token}"}
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
-            *net.exec_prefix(net.caller_ns), sys.executable, "-m",
-            "tests.support.netem.turn_caller", cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
+            *exec_prefix(caller_ns), sys.executable, "-m",
+            "tests.support.netem.caller_process", cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=sink,
         )  # fmt: skip
     try:
@@ -91,10 +98,10 @@ async def _call_through_relay(
 async def test_a_call_with_no_route_but_the_relay(tmp_path: Path) -> None:
     gateway_log = tmp_path / "gateway.log"
     with relay_topology() as net:
-        assert net.can_send(net.caller_ns, net.relay_ip)
-        assert net.can_send(net.gateway_ns, net.relay_ip)
-        assert not net.can_send(net.caller_ns, net.gateway_ip)
-        assert not net.can_send(net.gateway_ns, net.caller_ip)
+        assert can_send(net.caller_ns, net.relay_ip)
+        assert can_send(net.gateway_ns, net.relay_ip)
+        assert not can_send(net.caller_ns, net.gateway_ip)
+        assert not can_send(net.gateway_ns, net.caller_ip)
         async with (
             turn_server(
                 tmp_path / "coturn", listening_ips=[net.relay_ip], secret=TURN_SECRET,
@@ -109,8 +116,8 @@ async def test_a_call_with_no_route_but_the_relay(tmp_path: Path) -> None:
             ) as gateway,
         ):  # fmt: skip
             token = mint_token(JWT_SECRET, "carol", session_id=None, ttl_s=120)
-            report, answer = await _call_through_relay(
-                net, gateway.base, token, tmp_path / "caller.log"
+            report, answer = await _call_from(
+                net.caller_ns, gateway.base, token, tmp_path / "caller.log"
             )
     relay_log = coturn.output()  # complete once coturn has stopped
     output = gateway_log.read_text()
@@ -124,3 +131,29 @@ async def test_a_call_with_no_route_but_the_relay(tmp_path: Path) -> None:
     assert "relay" in connected.groups(), connected.group(0)
     assert ":carol" in relay_log, relay_log[-2000:]
     assert ":gateway" in relay_log, relay_log[-2000:]
+
+
+async def test_a_call_through_a_one_to_one_nat(tmp_path: Path) -> None:
+    gateway_log = tmp_path / "gateway.log"
+    with nat_topology() as net:
+        assert can_send(net.caller_ns, net.public_ip)
+        assert not can_send(net.caller_ns, net.gateway_ip)
+        async with serving(
+            "--ice-addresses", net.gateway_ip, "--public-ip", net.public_ip,
+            "--jwt-secret", JWT_SECRET, "--agent", "gateway.agents.scripted:root_agent",
+            "--session-url", "memory://", "--workers", "1",
+            namespace=net.gateway_ns, host=net.http_ip, log=gateway_log,
+        ) as gateway:  # fmt: skip
+            token = mint_token(JWT_SECRET, "dave", session_id=None, ttl_s=120)
+            report, answer = await _call_from(
+                net.caller_ns, gateway.base, token, tmp_path / "caller.log"
+            )
+    hosts = [line.split(" ") for line in answer["sdp"].splitlines()
+             if line.startswith("a=candidate:") and " typ host" in line]  # fmt: skip
+    assert hosts, answer["sdp"]
+    assert {c[4] for c in hosts} == {net.public_ip}
+    assert answer["ice_servers"] == []
+    assert report["route"] == "host/host", report
+    assert "speech" in report["user_transcript"], report
+    assert report["loud_frames"] >= 50, report
+    assert "connected (host/host)" in gateway_log.read_text()

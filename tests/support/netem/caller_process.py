@@ -1,6 +1,6 @@
 """A headless caller in another network namespace, driven over JSON lines.
 
-`python -m tests.support.netem.turn_caller`, started under `ip netns exec`: the
+`python -m tests.support.netem.caller_process`, started under `ip netns exec`: the
 parent sends `{"ice_servers": [...]}` (what `GET /ice-servers` handed out) and gets
 `{"offer": sdp}`; it sends `{"answer": sdp}`, and the caller connects, says
 something (a 0.8 s tone, as `test_end_to_end` does), waits for the agent's answer
