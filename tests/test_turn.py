@@ -8,7 +8,8 @@ Pins down:
   under the shared secret) gets a relay allocation from coturn, over UDP and TCP;
 - one whose expiry has passed, and one minted with another secret, are refused by
   coturn (401), so `--turn-ttl-s` and `--turn-secret` are what coturn enforces;
-- `GET /ice-servers`: 401 without a credential when auth is on; with a token, the
+- `GET /ice-servers`: in anonymous mode (loopback) minted for the user named;
+  401 without a credential when auth is on; with a token, the
   TURN URLs with credentials minted for the token's user (expiring `--turn-ttl-s`
   from now), never cached, and coturn accepts them; a page on an allowed origin may
   fetch it cross-origin;
@@ -158,6 +159,20 @@ async def test_ice_servers_are_minted_for_the_token_user(
         "/ice-servers?user_id=mallory", headers=_bearer(token("alice"))
     )
     assert response.status == 403
+
+
+async def test_ice_servers_in_anonymous_mode_name_the_requested_user(
+    start_gateway: Callable[..., Any], coturn: TurnServer
+) -> None:
+    client: TestClient[Any, Any] = await start_gateway(
+        FakeAgentConnector(), turn_urls=coturn.url(), turn_secret=TURN_SECRET
+    )
+    response = await client.get("/ice-servers?user_id=web-42")
+    assert response.status == 200
+    (server,) = (await response.json())["ice_servers"]
+    assert server["username"].endswith(":web-42")
+    assert (await client.get("/ice-servers?user_id=bad%20id")).status == 400
+    assert (await client.get("/ice-servers")).status == 200  # the anonymous user
 
 
 async def test_ice_servers_cross_origin(secured_gateway: TestClient[Any, Any]) -> None:
