@@ -87,6 +87,27 @@ async function callToken() {
   return body.token;
 }
 
+/** The STUN/TURN servers for the next call (GET /ice-servers: TURN credentials minted
+ * for this user), so the browser gathers relay candidates before it makes its offer.
+ * A gateway without the endpoint (404) means no servers. */
+async function iceServers(token) {
+  const url = new URL("/ice-servers", window.location.origin);
+  if (!token) url.searchParams.set("user_id", userId());
+  let response;
+  try {
+    response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  } catch {
+    throw Object.assign(new Error("The gateway could not be reached."), { kind: "network" });
+  }
+  if (response.status === 401 || response.status === 403) {
+    throw Object.assign(new Error(`The gateway refused this page's credential (${response.status}).`),
+                        { kind: "auth" });
+  }
+  if (!response.ok) return [];
+  const body = await response.json().catch(() => null);
+  return Array.isArray(body?.ice_servers) ? body.ice_servers : [];
+}
+
 function later(fn, ms) {
   const timer = setTimeout(() => { state.timers.delete(timer); fn(); }, ms);
   state.timers.add(timer);
@@ -133,12 +154,12 @@ function tokenSubject(token) {
   }
 }
 
-function newCall(token) {
+function newCall(token, servers) {
   const options = { micStream: state.mic, mode: state.mode, sessionId: state.sessionId, token };
   const user = token ? tokenSubject(token) : userId();
   const call = state.fallback
     ? new WebSocketCall({ ...options, userId: user ?? "me" })
-    : new WebRtcCall({ ...options, userId: token ? null : user });
+    : new WebRtcCall({ ...options, userId: token ? null : user, iceServers: servers });
   call.addEventListener("message", (event) => onMessage(call, event.detail.message));
   call.addEventListener("state", (event) => onCallState(call, event.detail.state));
   call.addEventListener("track", (event) => ui.playAgentStream(event.detail.stream));
@@ -173,8 +194,10 @@ async function connect() {
   ui.setConnection(state.attempt ? "reconnecting" : "connecting");
   ui.setTransport(state.fallback ? "websocket" : "webrtc");
   let token;
+  let servers = [];
   try {
     token = await callToken();
+    if (!state.fallback) servers = await iceServers(token);
   } catch (error) {
     if (error.kind === "network") return retry();
     ui.notice(error.message);
@@ -182,7 +205,7 @@ async function connect() {
     return;
   }
   if (!state.mode) return;
-  const call = newCall(token);
+  const call = newCall(token, servers);
   state.call = call;
   window.gatewayClient.call = call;
   try {

@@ -84,14 +84,10 @@ def create_app(
         functools.partial(ice.gateway_rtc_configuration, servers),
         admission=admission,
         limits=limits,
-        ice_policy=IcePolicy.from_settings(
-            max_candidates=settings.ice_max_candidates,
-            allowed_networks=settings.ice_allowed_networks,
-            own_addresses=ice.gathering_addresses(ice_addresses),
-            allow_mdns=settings.ice_mdns_candidates,
-        ),
+        ice_policy=ice_policy(settings, servers, ice_addresses),
         max_pending_per_source=settings.max_pending_calls_per_source,
         worker=0 if member is None else member.index,
+        public_ip=settings.public_ip,
     )
     app[LOCAL_CALLS_KEY] = manager
     service: CallService = manager
@@ -125,6 +121,24 @@ def ice_servers(settings: Settings) -> IceServers:
         turn_urls=settings.turn_urls,
         turn_secret=settings.turn_secret,
         turn_ttl_s=settings.turn_ttl_s,
+    )
+
+
+def ice_policy(
+    settings: Settings, servers: IceServers, ice_addresses: tuple[str, ...]
+) -> IcePolicy:
+    """Which callers' candidates the gateway sends checks to: besides the configured
+    networks, the ranges of its own addresses (the public one behind a 1:1 NAT too)
+    and the TURN servers it hands out, even on a private range: a caller's relay
+    candidate on the gateway's own relay is always usable."""
+    own = ice.gathering_addresses(ice_addresses)
+    if settings.public_ip is not None:
+        own = (*own, settings.public_ip)
+    return IcePolicy.from_settings(
+        max_candidates=settings.ice_max_candidates,
+        allowed_networks=(*settings.ice_allowed_networks, *servers.turn_addresses()),
+        own_addresses=own,
+        allow_mdns=settings.ice_mdns_candidates,
     )
 
 

@@ -1,4 +1,5 @@
-"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/healthz`, `/stats`.
+"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/ice-servers`,
+`/healthz`, `/stats`.
 
 Speaks HTTP and strings: SDP in, SDP out. Client mistakes become 4xx here, in one
 place (`error_middleware`); nothing below this module knows about HTTP. Whether the
@@ -182,9 +183,29 @@ async def post_offer(request: web.Request) -> web.Response:
             "type": "answer",
             "call_id": answer.call_id,
             "session_id": answer.session_id,
+            "ice_servers": _ice_servers_json(request, principal.user_id),
         },
-        headers={WORKER_HEADER: str(answer.pid)},
+        headers={WORKER_HEADER: str(answer.pid), "Cache-Control": "no-store"},
     )
+
+
+async def get_ice_servers(request: web.Request) -> web.Response:
+    """The STUN/TURN servers for the caller's next call, TURN credentials minted for
+    the authenticated user: a browser configures its `RTCPeerConnection` with them
+    before it makes its offer. Origin and credential are checked as for an offer
+    (a failed credential counts against the address); no set-up is counted."""
+    auth = request.app[EDGE_AUTH_KEY]
+    auth.check_origin(request)
+    principal = await auth.principal(request, user_id=_query_id(request, "user_id"))
+    return web.json_response(
+        {"ice_servers": _ice_servers_json(request, principal.user_id)},
+        headers={"Cache-Control": "no-store"},  # credentials: never cached or shared
+    )
+
+
+def _ice_servers_json(request: web.Request, user_id: str) -> list[dict[str, str]]:
+    """W3C `RTCIceServer` dictionaries for `user_id` (TURN credentials minted now)."""
+    return [server.to_json() for server in request.app[ICE_SERVERS_KEY].for_user(user_id)]
 
 
 async def _call_owner(request: web.Request) -> Principal:
@@ -248,5 +269,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/calls/{call_id}", patch_call)
     app.router.add_delete("/calls/{call_id}", delete_call)
     app.router.add_post("/offer", post_offer)
+    app.router.add_get("/ice-servers", get_ice_servers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)

@@ -20,7 +20,7 @@ import aiohttp_cors
 from aiohttp import web
 
 #: The call-signaling resources a page on another origin may use.
-CROSS_ORIGIN_PATHS = frozenset({"/calls", "/calls/{call_id}", "/offer"})
+CROSS_ORIGIN_PATHS = frozenset({"/calls", "/calls/{call_id}", "/offer", "/ice-servers"})
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-Match")
 EXPOSED_HEADERS = ("Location", "X-Session-Id", "ETag", "Retry-After", "Link")
 PREFLIGHT_CACHE_S = 600

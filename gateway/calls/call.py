@@ -316,7 +316,7 @@ class Call:
             if state == "connected" and not connected:
                 connected = self._connected = True
                 self._last_heard = max(self._last_heard, now)
-                logger.info("call %s connected", self.call_id)
+                logger.info("call %s connected (%s)", self.call_id, peer_connection.route(pc))
             if not connected and now > setup_deadline:
                 raise _CallEnded("media never connected")
             if now - started >= limits.max_call_s:

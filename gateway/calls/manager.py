@@ -12,6 +12,7 @@ Knows the call, the ICE policy and aiortc's configuration type, not HTTP or ADK.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from gateway.calls.call_ids import new_call_id
 from gateway.calls.service import ANSWER_TIMEOUT_S, Answer, CallRequest, WorkerLoad
 from gateway.errors import Forbidden, TooManyPending, UnknownCall
 from gateway.metrics.counters import COUNTERS
+from gateway.rtc.ice import announce_public_address
 from gateway.rtc.ice_policy import IcePolicy
 
 #: Calls from one source address still connecting, per process, before more are
@@ -48,10 +50,12 @@ class CallManager:
         ice_policy: IcePolicy | None = None,
         max_pending_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE,
         worker: int = 0,
+        public_ip: str | None = None,
     ) -> None:
         """`admission` is the process's session budget (shared with the WebSocket
         transport); `rtc_configuration` makes each call's aiortc configuration (its
-        ICE servers, TURN credentials minted afresh); `worker` goes into every call id."""
+        ICE servers, TURN credentials minted afresh); `worker` goes into every call id;
+        `public_ip` (behind a 1:1 NAT) is announced in the answers' host candidates."""
         self._connector = connector
         self._rtc_configuration = rtc_configuration
         self.admission = admission
@@ -59,6 +63,7 @@ class CallManager:
         self._ice_policy = ice_policy or IcePolicy()
         self._max_pending_per_source = max_pending_per_source
         self._worker = worker
+        self._public_ip = public_ip
         self._calls: dict[str, Call] = {}
         self._tickets: dict[str, Ticket] = {}
         self._moves: set[asyncio.Task[int]] = set()
@@ -104,6 +109,9 @@ class CallManager:
         self._tickets[call.call_id] = ticket
         call.start()
         answer = await call.answer(ANSWER_TIMEOUT_S)
+        if self._public_ip is not None:
+            sdp = announce_public_address(answer.sdp, self._public_ip)
+            answer = dataclasses.replace(answer, sdp=sdp)
         logger.info("call %s accepted (%s mode)", call.call_id, modality.value)
         if session_id is not None:
             self.end_moved_calls_soon(user_id, answer.session_id, keep=answer.call_id)

@@ -24,14 +24,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
@@ -95,8 +95,13 @@ class HeadlessCaller:
         with_channel: bool = True,
         packet_listener: Callable[[RtpPacket], None] | None = None,
         keep_audio: bool = False,
+        ice_servers: Sequence[Mapping[str, str]] = (),
     ) -> None:
-        self.pc = RTCPeerConnection(ice.rtc_configuration([]))
+        """`ice_servers`: W3C `RTCIceServer` dictionaries, as `GET /ice-servers` hands
+        them out (none by default: never a public STUN server)."""
+        self.pc = RTCPeerConnection(
+            _configuration(ice_servers) if ice_servers else ice.rtc_configuration([])
+        )
         self.mic = mic or PacedSourceTrack()
         self.frames: list[HeardFrame] = []
         """Decoded frames of the agent's audio (not with a `packet_listener`)."""
@@ -257,6 +262,15 @@ class HeadlessCaller:
         self._state_changed.set()
         if self.pc.connectionState in ("failed", "closed"):
             self.dropped.set()
+
+
+def _configuration(servers: Sequence[Mapping[str, str]]) -> RTCConfiguration:
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in servers
+        ]
+    )
 
 
 def _ignore(_: object) -> None:

@@ -7,6 +7,9 @@
 2. The consent task (`Connection._query_consent_task`): hung up while ICE is still
    checking, `connect()` resumes after `close()` and starts a consent-freshness task
    that runs on (up to 30 s) on closed sockets; `cancel_consent_checks` stops it.
+3. The selected pair (`Connection._nominated`, component -> CandidatePair): aioice
+   has no public getter; `nominated_candidate_types` reads which kinds of candidate
+   (host, srflx, relay) a connected call uses, for logs and tests.
 
 `shape_problems()` lists what no longer matches in the installed aioice;
 `tests/test_seams.py` fails on any. Imports aioice only.
@@ -25,6 +28,7 @@ import aioice.ice
 HostAddresses = Callable[[bool, bool], list[str]]
 
 _CONSENT_TASK_ATTR = "_query_consent_task"
+_NOMINATED_ATTR = "_nominated"
 _HOST_ADDRESSES_FUNCTION = "get_host_addresses"
 _LIBRARY_HOST_ADDRESSES: HostAddresses = aioice.ice.get_host_addresses
 
@@ -48,6 +52,18 @@ async def cancel_consent_checks(connection: object) -> bool:
     return True
 
 
+def nominated_candidate_types(connection: object) -> list[tuple[str, str]]:
+    """(local type, remote type) of each component's selected pair ("host", "srflx",
+    "prflx", "relay"); empty before ICE has selected one."""
+    nominated = getattr(connection, _NOMINATED_ATTR, None)
+    if not isinstance(nominated, dict):
+        return []
+    return [
+        (pair.local_candidate.type, pair.remote_candidate.type)
+        for _, pair in sorted(nominated.items())
+    ]
+
+
 def shape_problems() -> list[str]:
     """What in the installed aioice no longer matches the touches above (empty: all do)."""
     problems = []
@@ -58,4 +74,9 @@ def shape_problems() -> list[str]:
     connection_source = inspect.getsource(aioice.ice.Connection)
     if f"self.{_CONSENT_TASK_ATTR} = asyncio.create_task(" not in connection_source:
         problems.append("Connection no longer keeps its consent task in _query_consent_task")
+    if f"self.{_NOMINATED_ATTR}: dict[int, CandidatePair]" not in connection_source:
+        problems.append("Connection no longer keeps its selected pairs in _nominated")
+    pair = inspect.getsource(aioice.ice.CandidatePair)
+    if "def local_candidate(" not in pair or "self.remote_candidate" not in pair:
+        problems.append("CandidatePair no longer has local_candidate and remote_candidate")
     return problems

@@ -12,7 +12,9 @@ like any other. So, before aioice sees a candidate (offer and trickle alike):
   addresses, nor any other special-purpose range (documentation, benchmarking, ...);
 - private (10/8, 172.16/12, 192.168/16, fc00::/7), CGNAT (100.64/10) and loopback
   ranges only when configured (`allowed_networks`) or when one of the gateway's own
-  ICE addresses is in that range (a LAN or loopback deployment);
+  ICE addresses is in that range (a LAN or loopback deployment); the composition root
+  (`app.ice_policy`) counts the public IP among those and adds the gateway's TURN
+  servers' addresses to `allowed_networks` (a caller's relay candidate there);
 - ports below 1024 never (no caller's ICE agent uses them; services do);
 - UDP, component 1 only (aioice has no ICE-TCP; RTCP is multiplexed);
 - mDNS names (`<uuid>.local`: how browsers hide host addresses) when `allow_mdns`.

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,6 +110,28 @@ class IceServers:
         )
         minted = tuple(IceServer(url, username, password) for url in self._turn_urls)
         return self._static + minted
+
+    def turn_addresses(self) -> tuple[str, ...]:
+        """The IP addresses TURN URLs name (hostnames are left out: resolving them is
+        the relay's business; a private one goes in `--ice-allowed-networks`)."""
+        urls = [s.url for s in self._static if s.url.startswith("turn")]
+        found = (_literal_host(url) for url in (*urls, *self._turn_urls))
+        return tuple(dict.fromkeys(a for a in found if a is not None))
+
+
+#: `turn:host[:port][?transport=...]`, host an IPv6 literal in brackets or not
+#: (RFC 7065 section 3.1).
+_TURN_HOST = re.compile(r"turns?:(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:?]+))")
+
+
+def _literal_host(url: str) -> str | None:
+    match = _TURN_HOST.match(url)
+    if match is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(match["v6"] or match["host"]))
+    except ValueError:
+        return None  # a hostname
 
 
 def _user_part(user_id: str) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "limit_message_size",
     "negotiate",
     "new_peer_connection",
+    "route",
     "validate_offer",
 ]
 
@@ -115,6 +116,16 @@ async def add_remote_candidates(
             continue
         added += 1
     return added
+
+
+def route(pc: RTCPeerConnection) -> str:
+    """How a connected call's media travels, as its selected ICE pair's candidate
+    types `local/remote` (`host/host`, `relay/host`: through our TURN relay, ...);
+    "" before ICE has selected a pair."""
+    for connection in _aiortc.ice_connections(pc):
+        for local, remote in _aioice.nominated_candidate_types(connection):
+            return f"{local}/{remote}"
+    return ""
 
 
 def new_peer_connection(configuration: RTCConfiguration) -> RTCPeerConnection:

@@ -65,21 +65,26 @@ async def serving(
     port: int | None = None,
     open_files: int | None = None,
     loopback_ice: bool = True,
+    namespace: str | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m <module> <args> --port <free>` with `env` (default: this process's),
     until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1` come first for the
     gateway itself (`loopback_ice=False`: no `--ice-addresses`, the default a user
     gets); `args` can override them. `open_files` sets the process's
-    RLIMIT_NOFILE (soft and hard), as `ulimit -n` would."""
+    RLIMIT_NOFILE (soft and hard), as `ulimit -n` would. `namespace`: run it inside
+    that network namespace (`ip netns exec`, root only), serving on `host` there
+    (which this namespace must reach)."""
     port = port or free_port()
     argv = [*args, "--port", str(port)]
     if module == "gateway":
         ice = ["--ice-addresses", "127.0.0.1"] if loopback_ice else []
-        argv = ["--host", "127.0.0.1", *ice, *argv]
+        argv = ["--host", host, *ice, *argv]
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
     sink = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, *argv,
+            *prefix, sys.executable, "-m", module, *argv,
             cwd=REPO_ROOT, env=dict(env) if env is not None else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=sink if sink is not None else asyncio.subprocess.DEVNULL,
@@ -89,7 +94,7 @@ async def serving(
     finally:
         if sink is not None:
             os.close(sink)
-    gateway = GatewayProcess(f"http://127.0.0.1:{port}", process, log)
+    gateway = GatewayProcess(f"http://{host}:{port}", process, log)
     try:
         await _until_serving(gateway, workers)
         yield gateway
