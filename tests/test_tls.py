@@ -6,6 +6,9 @@ Pins down, with a certificate made at test time and the client trusting only it:
   WebSockets work over WSS; plain HTTP gets no answer on that port, TLS 1.2 is the oldest served;
 - `--workers 2`: both workers serve HTTPS, calls land on both and are routed and
   hung up whichever worker receives the request;
+- at the edge (in process): a connection that never finishes its handshake, and one
+  that finishes it and sends no request, are both cut at the header timeout; past
+  the connection cap a new connection is closed without an answer and counted;
 - a certificate or key that cannot serve (missing, not PEM, another certificate's
   key, an encrypted key, one without the other) stops start-up with exit status 1
   and one line naming the file and the cause, never a traceback, with one process
@@ -15,10 +18,12 @@ Pins down, with a certificate made at test time and the client trusting only it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,8 +31,13 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from gateway.app import create_app
+from gateway.cluster.supervisor import listen
+from gateway.http_server import HttpLimits, PublicServer
 from gateway.tls import server_context
+from tests.conftest import gateway_settings
 from tests.support import REPO_ROOT
+from tests.support.fakes import FakeAgentConnector
 from tests.support.gateway_process import GatewayProcess, serving
 from tests.support.live_api_double.certs import SelfSignedCert, make_self_signed_cert
 from tests.support.peers import HeadlessCaller, tone_pcm
@@ -211,3 +221,80 @@ def test_tls_files_that_cannot_serve_stop_start_up(
     )  # fmt: skip
     assert tls_only.returncode == 1
     assert "refusing to serve 0.0.0.0 without authentication" in tls_only.stderr
+
+
+@contextlib.asynccontextmanager
+async def tls_edge(
+    cert: SelfSignedCert, **overrides: object
+) -> AsyncIterator[tuple[PublicServer, int]]:
+    """The gateway app (fake agent) through `PublicServer` over TLS on a loopback port."""
+    settings = gateway_settings(**overrides)
+    server = PublicServer(
+        create_app(settings, FakeAgentConnector(echo_text=True)),
+        HttpLimits.from_settings(settings, settings.max_calls),
+    )
+    sockets = listen("127.0.0.1", 0)
+    try:
+        await server.setup()
+        await server.start(sockets, server_context(cert.cert_path, cert.key_path))
+        yield server, sockets[0].getsockname()[1]
+    finally:
+        await server.cleanup()
+        for sock in sockets:
+            sock.close()
+
+
+async def lasted(reader: asyncio.StreamReader, opened_at: float) -> tuple[float, bytes]:
+    """Seconds from `opened_at` until the server closed, and what it sent."""
+    received = b""
+    async with asyncio.timeout(20):
+        with contextlib.suppress(OSError):  # a reset, or TLS cut short
+            while chunk := await reader.read(65536):
+                received += chunk
+    return time.monotonic() - opened_at, received
+
+
+HEADER_S = 1.0
+#: A cut may come this much after its limit: the server's timer runs on a shared core.
+SLACK_S = 1.5
+
+
+async def test_silent_tls_connections_are_cut_at_the_header_timeout(
+    cert: SelfSignedCert,
+) -> None:
+    async with tls_edge(cert, header_timeout_s=HEADER_S, idle_timeout_s=10.0) as (server, port):
+        # No ClientHello at all: the handshake's own timeout.
+        opened_at = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        took, received = await lasted(reader, opened_at)
+        writer.close()
+        assert HEADER_S - 0.05 <= took < HEADER_S + SLACK_S, took
+        assert received == b""
+        # A handshake, then no request: the head timer.
+        opened_at = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cert.client_context())
+        took, _ = await lasted(reader, opened_at)
+        writer.close()
+        assert HEADER_S - 0.05 <= took < HEADER_S + SLACK_S, took
+        assert server.guard.counts.slow_heads == 1
+        async with asyncio.timeout(5):
+            while server.guard.open_connections:
+                await asyncio.sleep(0.05)
+
+
+async def test_past_the_cap_a_tls_connection_is_closed_unanswered(cert: SelfSignedCert) -> None:
+    tls = aiohttp.TCPConnector(ssl=cert.client_context())
+    async with (
+        tls_edge(cert, max_connections=1) as (server, port),
+        aiohttp.ClientSession(connector=tls) as http,
+        http.ws_connect(f"wss://127.0.0.1:{port}/ws/u1?is_audio=false") as ws,
+    ):
+        opened_at = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        took, received = await lasted(reader, opened_at)
+        writer.close()
+        assert took < SLACK_S
+        assert received == b""
+        assert server.guard.counts.refused == 1
+        await ws.send_json({"mime_type": "text/plain", "data": "still there?"})
+        assert (await ws.receive_json(timeout=5))["mime_type"] == "text/plain"
