@@ -12,7 +12,8 @@ say: a client cannot choose the address its rate limits are counted against.
 which the proxy passes on: docs/deploy/nginx.conf).
 
 The middleware hands the handlers `request.clone(remote=..., scheme=...)`, aiohttp's
-own way to override them ("Deploying behind a reverse proxy" in aiohttp's docs), so
+own way to override them (its Server Reference, `BaseRequest.scheme` and `.remote`:
+forwarding headers are not read since 2.3, call `clone()`), so
 every consumer of `request.remote` sees the client: usage limits (`auth.http`,
 `signaling`, `websocket_transport`), pending calls per source (`calls/`, forwarded
 between workers with the offer) and, through `CLIENT_KEY`, the access log.

@@ -1,14 +1,15 @@
 """HTTPS and WSS served by the gateway itself (`--certfile`/`--keyfile`).
 
-`server_context` loads the certificate chain and key once per serving process (the
-supervisor loads it too, only to fail before any worker starts) into a TLS server
-context: TLS 1.2 at least (RFC 9325 §3.1.1: TLS 1.0 and 1.1 MUST NOT be negotiated),
-Python's default cipher suites (forward-secret AEAD only on OpenSSL 3), ALPN
-`http/1.1` (aiohttp speaks nothing else). Every way the files can be wrong (missing,
+`server_context` loads the certificate chain and key into a TLS server context,
+once per serving process (the command line loads them first, only to fail before
+the agent loads or any worker starts): TLS 1.2 at least (RFC 8996, BCP 195: TLS 1.0
+and 1.1 are not to be negotiated), Python's default cipher suites (seen with
+`get_ciphers()` here: ECDHE/DHE only, GCM/ChaCha20 first, no SHA-1), ALPN `http/1.1`
+(aiohttp speaks nothing else). Every way the files can be wrong (missing,
 unreadable, not PEM, a key that is not the certificate's, a key with a passphrase)
 is a `StartupError` naming the file and the cause, never a traceback or a prompt.
 
-May import the stdlib and `errors` (the supervisor imports it: no aiohttp here).
+May import the stdlib and `errors` (the command line imports it: no aiohttp here).
 """
 
 from __future__ import annotations
