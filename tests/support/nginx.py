@@ -105,6 +105,7 @@ async def nginx_in_front(
 
 def _prefix(substitutions: dict[str, str]) -> Path:
     """A private prefix directory with the rendered site and its main configuration."""
+    assert Path(NGINX).exists(), "nginx is missing: run scripts/bootstrap --test"
     prefix = Path(tempfile.mkdtemp(prefix="nginx-test-"))
     prefix.chmod(0o755)  # nginx's unprivileged workers reach their temporary files
     for sub in ("logs", "tmp"):
