@@ -31,6 +31,7 @@ from gateway.calls.service import CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.forwarded import TrustedProxies
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
 from gateway.rtc.ice_policy import IcePolicy
@@ -58,7 +59,12 @@ def create_app(
     except ice.UnknownInterfaceError as exc:
         raise StartupError(str(exc)) from None
     ice.restrict_host_addresses(ice_addresses)
-    app = web.Application(middlewares=[signaling.error_middleware])
+    # Outermost but for the connection guard: handlers and their error replies see
+    # the client a trusted proxy names (docs/deploy.md).
+    middlewares = [signaling.error_middleware]
+    if settings.trusted_proxies:
+        middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
