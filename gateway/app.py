@@ -58,7 +58,7 @@ def create_app(
     except ice.UnknownInterfaceError as exc:
         raise StartupError(str(exc)) from None
     ice.restrict_host_addresses(ice_addresses)
-    app = web.Application(middlewares=[signaling.error_middleware])
+    app = web.Application(middlewares=signaling.MIDDLEWARES)
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
