@@ -127,17 +127,25 @@ async def options_middleware(request: web.Request, handler: Handler) -> web.Stre
         response.headers.update(advertised)
         return response
     headers = CIMultiDict(advertised)
-    if request.path == "/calls" and hdrs.AUTHORIZATION in request.headers:
-        # §4.6 allows the servers here for clients that cannot take them after
-        # their offer; only for a caller we know (credentials are minted per user).
-        try:
-            principal = await request.app[EDGE_AUTH_KEY].principal(request, user_id=None)
-        except GatewayError:
-            principal = None
-        if principal is not None:
-            for server in request.app[ICE_SERVERS_KEY].for_user(principal.user_id):
-                headers.add(hdrs.LINK, server.link_header())
+    # §4.6 allows the servers here for clients that cannot take them after their
+    # offer; only for a caller we know (TURN credentials are minted per user).
+    principal = await _options_caller(request) if request.path == "/calls" else None
+    if principal is not None:
+        for server in request.app[ICE_SERVERS_KEY].for_user(principal.user_id):
+            headers.add(hdrs.LINK, server.link_header())
     return web.Response(status=200, headers=headers)
+
+
+async def _options_caller(request: web.Request) -> Principal | None:
+    """Who sent a plain `OPTIONS /calls`, as `POST /calls` would see it; None without
+    a valid credential (an `OPTIONS` is answered either way)."""
+    auth = request.app[EDGE_AUTH_KEY]
+    if auth.authenticator is not None and hdrs.AUTHORIZATION not in request.headers:
+        return None
+    try:
+        return await auth.principal(request, user_id=_query_id(request, "user_id"))
+    except GatewayError:
+        return None
 
 
 #: The app's middlewares, outermost first.
