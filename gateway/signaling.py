@@ -94,15 +94,17 @@ class OfferRequest(BaseModel):
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes an RFC 9457 problem with its status (and Retry-After):
     gateway errors, aiohttp's own (the router's 404 and 405, aiohttp-cors's 403)
-    and, opaquely, bugs. A 415 names the type the resource takes."""
+    and, opaquely, bugs. On a WHIP resource a 415 names the type it takes and a 405
+    the methods (`OPTIONS` included)."""
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(exc, headers=_accepts(request, exc.http_status))
+        return error_response(exc, headers=_advertised_on_error(request, exc.http_status))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k not in _BODY_HEADERS}
+        headers.update(_advertised_on_error(request, exc.status))
         return error_response(_from_aiohttp(request, exc), headers=headers)
     except Exception as exc:  # boundary: a bug is a 500, logged once, never its text
         logger.exception("request failed")
@@ -115,7 +117,8 @@ async def options_middleware(request: web.Request, handler: Handler) -> web.Stre
     endpoint, RFC 9725 §4.2) or `Accept-Patch` (a call, RFC 5789 §3.1). A CORS
     preflight (`Origin` and `Access-Control-Request-Method`) on a route aiohttp-cors
     serves (`--allowed-origins`) is its answer with these added; no ICE servers on
-    a preflight (§4.6: they may cost a TURN credential and the answer is cached)."""
+    a preflight (§4.6: minting TURN credentials for every preflight costs latency
+    and work, and a preflight carries no credential to mint them for)."""
     advertised = _advertised(request.path)
     if request.method != hdrs.METH_OPTIONS or advertised is None:
         return await handler(request)
@@ -194,13 +197,15 @@ def _advertised(path: str) -> dict[str, str] | None:
     return None
 
 
-def _accepts(request: web.Request, status: int) -> dict[str, str]:
-    """On a 415 from a WHIP resource, the type it takes: `Accept-Post` (RFC 9725
-    §4.2) or `Accept-Patch` (RFC 5789 §2.2)."""
-    advertised = _advertised(request.path)
-    if status != 415 or advertised is None:
-        return {}
-    return {k: v for k, v in advertised.items() if k != hdrs.ALLOW}
+def _advertised_on_error(request: web.Request, status: int) -> dict[str, str]:
+    """On a WHIP resource: a 415 names the type it takes (`Accept-Post`, RFC 9725
+    §4.2; `Accept-Patch`, RFC 5789 §2.2), a 405 the methods (RFC 9110 §15.5.6)."""
+    advertised = _advertised(request.path) or {}
+    if status == 415:
+        return {k: v for k, v in advertised.items() if k != hdrs.ALLOW}
+    if status == 405:
+        return {k: v for k, v in advertised.items() if k == hdrs.ALLOW}
+    return {}
 
 
 async def read_body(request: web.Request, *, content_type: str) -> str:
