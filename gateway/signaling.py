@@ -132,7 +132,8 @@ async def options_middleware(request: web.Request, handler: Handler) -> web.Stre
     headers = CIMultiDict(advertised)
     # §4.6 allows the servers here for clients that cannot take them after their
     # offer; only for a caller we know (TURN credentials are minted per user).
-    principal = await _options_caller(request) if request.path == "/calls" else None
+    wants_servers = request.path == "/calls" and not preflight
+    principal = await _options_caller(request) if wants_servers else None
     if principal is not None:
         for server in request.app[ICE_SERVERS_KEY].for_user(principal.user_id):
             headers.add(hdrs.LINK, server.link_header())

@@ -180,6 +180,13 @@ async def test_options_advertises_what_the_resources_take(
     assert endpoint.headers["Accept-Post"] == "application/sdp"
     assert {m.strip() for m in endpoint.headers["Allow"].split(",")} == {"OPTIONS", "POST"}
     assert links(endpoint) == ['<stun:192.0.2.7:3478>; rel="ice-server"']
+    # A preflight (no CORS here: the browser will refuse) never gets ICE servers.
+    preflight = await client.options(
+        "/calls", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.headers["Accept-Post"] == "application/sdp"
+    assert links(preflight) == []
+    assert "Access-Control-Allow-Origin" not in preflight.headers
     session = await client.options("/calls/AAAAAAAAAAAAAAAAAAAAAAAA")
     assert session.status == 200
     assert session.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
