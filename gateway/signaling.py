@@ -159,10 +159,10 @@ _BODY_HEADERS = frozenset({hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH})
 
 def error_response(exc: BaseException, *, headers: Mapping[str, str] = {}) -> web.Response:
     """The HTTP form of `error_reply(exc)`: `application/problem+json` (RFC 9457 §3,
-    exactly: no charset parameter), its status and Retry-After; unexpected server
-    errors are logged."""
+    exactly: no charset parameter), its status and Retry-After; unexpected gateway
+    errors are logged (a bug is logged, with its traceback, where it was caught)."""
     reply = error_reply(exc)
-    if reply.unexpected:
+    if reply.unexpected and isinstance(exc, GatewayError):
         logger.error("request failed: %s", reply.code)
     return web.Response(
         status=reply.http_status,

@@ -17,8 +17,8 @@ Pins down, one test per rule (the RFC's section in each test's docstring):
 - the 201 advertises our extension with a `Link` whose rel is our own URN;
 - every error is an RFC 9457 `application/problem+json` with type/title/status/
   detail, our `code` and the legacy `error` object: the router's 404 and 405, 413,
-  415 (with `Accept-Post`/`Accept-Patch`), 408, a WebSocket endpoint's 400, and 429
-  and 503 with their `Retry-After`.
+  415 (with `Accept-Post`/`Accept-Patch`), 408, a WebSocket endpoint's 400, a bug's
+  500 (opaque), and 429 and 503 with their `Retry-After`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import signaling
@@ -330,6 +331,21 @@ async def test_every_error_is_a_problem(start_gateway: Callable[..., Any]) -> No
         url = client.make_url("/calls")
         async with http.post(url, data=_never_ending(), headers=SDP) as slow:
             await problem(slow, 408, "request_timeout")
+
+
+async def test_a_bug_is_an_opaque_problem() -> None:
+    """A handler's bug is a 500 problem `internal`, its text never shown."""
+
+    async def broken(_: web.Request) -> web.Response:
+        raise KeyError("secret detail")
+
+    app = web.Application(middlewares=signaling.MIDDLEWARES)
+    app.router.add_get("/broken", broken)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/broken")
+        body = await problem(response, 500, "internal")
+        assert body["detail"] == "internal error"
+        assert "secret" not in await response.text()
 
 
 async def _never_ending() -> Any:
