@@ -61,7 +61,7 @@ def create_app(
     ice.restrict_host_addresses(ice_addresses)
     # Outermost but for the connection guard: handlers and their error replies see
     # the client a trusted proxy names (docs/deploy.md).
-    middlewares = [signaling.error_middleware]
+    middlewares = list(signaling.MIDDLEWARES)
     if settings.trusted_proxies:
         middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
     app = web.Application(middlewares=middlewares)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import AtCapacity, error_reply
+from gateway.errors import PROBLEM_JSON_TYPE, AtCapacity, error_reply
 
 logger = logging.getLogger(__name__)
 
@@ -268,14 +268,14 @@ class ConnectionGuard:
 
 def refusal_bytes() -> bytes:
     """The whole HTTP answer to a connection refused at the cap: 503, the gateway's
-    JSON error, `Retry-After`, `Connection: close`."""
+    problem details (RFC 9457), `Retry-After`, `Connection: close`."""
     reply = error_reply(
         AtCapacity("too many connections; retry later", retry_after_s=REFUSED_RETRY_AFTER_S)
     )
     body = json.dumps(reply.http_body()).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {PROBLEM_JSON_TYPE}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Retry-After: {reply.retry_after_s}\r\n"
         "Connection: close\r\n\r\n"

@@ -156,6 +156,7 @@ async def trickle_floods(gateway: HostileGateway) -> None:
                 async with gateway.client.post("/calls", data=offer, headers=SDP) as response:
                     assert response.status == 201
                     location = response.headers["Location"]
+                    trickle = {**SDPFRAG, "If-Match": response.headers["ETag"]}
                 frags = [random_sdpfrag(gateway.rng) for _ in range(100 * SCALE)]
                 lines = list(listeners.candidate_lines())
                 lines += [
@@ -163,7 +164,7 @@ async def trickle_floods(gateway: HostileGateway) -> None:
                 ]
                 frags += [sdpfrag(lines[:500]), sdpfrag(lines[500:])]
                 for frag in frags:
-                    async with gateway.client.patch(location, data=frag, headers=SDPFRAG) as r:
+                    async with gateway.client.patch(location, data=frag, headers=trickle) as r:
                         gateway.report.record("trickle", r.status, await r.read())
                 await asyncio.sleep(1.0)  # the checks of 16 candidates start in 0.3 s
                 async with gateway.client.delete(location) as r:
