@@ -73,6 +73,8 @@ async def fleet(tmp: Path, *extra: str) -> AsyncIterator[Fleet]:
             "--api-keys", API_KEY, "--redis-url", redis.url,
             "--trusted-proxies", "127.0.0.1/32", *extra,
         )  # fmt: skip
+        # One after the other: the first creates the session store's tables (ADK's
+        # creation races when replicas start at once on a fresh store).
         instances = [
             await stack.enter_async_context(serving(*args, port=port, log=tmp / f"gw{n}.log"))
             for n, port in enumerate(ports)
@@ -82,8 +84,8 @@ async def fleet(tmp: Path, *extra: str) -> AsyncIterator[Fleet]:
 
 
 def client(**headers: str) -> aiohttp.ClientSession:
-    """A new connection per request (HAProxy balances each), from `CLIENT_ADDRESS`."""
-    connector = aiohttp.TCPConnector(force_close=True, local_addr=(CLIENT_ADDRESS, 0))
+    """Keep-alive connections (HAProxy balances each request), from `CLIENT_ADDRESS`."""
+    connector = aiohttp.TCPConnector(local_addr=(CLIENT_ADDRESS, 0))
     return aiohttp.ClientSession(connector=connector, headers=headers)
 
 
@@ -279,3 +281,39 @@ async def test_redirect_mode_and_the_fleet_limit(tmp_path: Path) -> None:
         finally:
             for p in placed:
                 await p.caller.close()
+
+
+async def test_an_instance_with_workers_serves_its_own_calls_without_redis(
+    tmp_path: Path,
+) -> None:
+    """Redis down: a request for a call a sibling worker holds still reaches it (the
+    instance's own routing), never `registry_unavailable`."""
+    args = (
+        "--workers", "2", "--agent", "gateway.agents.scripted:root_agent",
+        "--session-url", "memory://", "--api-keys", API_KEY,
+    )  # fmt: skip
+    async with (
+        redis_server(tmp_path) as redis,
+        serving(*args, "--redis-url", redis.url, workers=2, log=tmp_path / "gw.log") as gw,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True), headers=AUTH
+        ) as http,  # a connection per request: requests land on either worker
+    ):
+        callers = [HeadlessCaller() for _ in range(2)]
+        try:
+            for caller in callers:
+                assert (await caller.dial(http, gw.base, "?user_id=alice")).status == 201
+                await caller.wait_connected()
+            per_worker = [w["calls"] for w in (await stats(gw))["workers"]]
+            assert per_worker == [1, 1]  # one call on each worker
+            await redis.stop()
+            for caller in callers:
+                url = f"{gw.base}{caller.location}"
+                # Each request lands on either worker; all reach the call's.
+                assert [(await patch(http, url, caller.etag))[0] for _ in range(4)] == [204] * 4
+            for caller in callers:
+                async with http.delete(f"{gw.base}{caller.location}") as response:
+                    assert response.status == 204
+        finally:
+            for caller in callers:
+                await caller.close()
