@@ -7,8 +7,9 @@ call through HAProxy with an API key. Pins down:
 - calls spread over the instances (each answer names its process);
 - `--cross-instance proxy` (the default): a `PATCH` (with `If-Match`) and a `DELETE`
   through the balancer reach the call's owner whichever instance receives them: 204
-  from every instance, the owner's own 412 for a stale `If-Match` and 401 without
-  the credential (the owner checks them), the owner logs the client's address
+  from every instance, the owner's own 412 for a stale `If-Match`, 401 without the
+  credential and 403 from a foreign `Origin` (the owner checks them; `Host` is
+  passed on, so the balancer's own origin passes), the owner logs the client's address
   (X-Forwarded-For through two hops), and a DELETE hangs the caller up;
 - Redis killed mid-test: new calls still work on every instance; a request that
   reaches an instance not holding its call gets `503 registry_unavailable` with
@@ -16,6 +17,8 @@ call through HAProxy with an API key. Pins down:
   outage once and counts it in `/stats`; Redis restarted (empty): the instances
   register again and cross-instance requests work again, for calls made before and
   during the outage;
+- kill -9 of an owner: the others answer `503 owner_unavailable` for its call,
+  then `404` once its registry keys lapse;
 - `--cross-instance redirect`: a `201` carries the absolute URL of the call on its
   owner; a request reaching another instance gets `307` to the same path there;
   `--fleet-max-calls` refuses an offer on any instance when the fleet is full.
@@ -125,9 +128,9 @@ async def owner_of(fleet: Fleet, call_id: str) -> GatewayProcess:
 
 
 async def patch(
-    http: aiohttp.ClientSession, url: str, etag: str | None
+    http: aiohttp.ClientSession, url: str, etag: str | None, **extra: str
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    headers = {**SDPFRAG, **({"If-Match": etag} if etag else {})}
+    headers = {**SDPFRAG, **({"If-Match": etag} if etag else {}), **extra}
     async with http.patch(url, data=CANDIDATE, headers=headers, allow_redirects=False) as r:
         body = await r.json() if r.content_type == "application/problem+json" else {}
         return r.status, body, dict(r.headers)
@@ -165,8 +168,20 @@ async def test_calls_spread_and_reach_their_owner_through_the_balancer_and_survi
                 async with client() as anonymous:
                     refused = [(await patch(anonymous, url, p.caller.etag))[0] for _ in range(3)]
                 assert refused == [401] * 3
+                # A browser page the balancer served: its Origin matches the Host the
+                # owner sees (passed on); a page elsewhere is the owner's 403.
+                own = [
+                    (await patch(http, url, p.caller.etag, Origin=f.balancer.base))[0]
+                    for _ in range(3)
+                ]
+                assert own == [204] * 3
+                foreign = [
+                    (await patch(http, url, p.caller.etag, Origin="https://evil.example"))[0]
+                    for _ in range(3)
+                ]
+                assert foreign == [403] * 3
             proxied = [(await stats(i))["fleet"]["cross_instance_proxied"] for i in f.instances]
-            assert all(count >= 4 for count in proxied), proxied
+            assert all(count >= 8 for count in proxied), proxied
             for p in placed:  # the client's address reached the owner through two hops
                 patches = re.findall(rf'{CLIENT_ADDRESS} "PATCH /calls/\S+" 204', p.owner.output())
                 assert len(patches) >= 3
@@ -179,9 +194,35 @@ async def test_calls_spread_and_reach_their_owner_through_the_balancer_and_survi
                 await asyncio.wait_for(p.caller.dropped.wait(), 10)
                 async with http.delete(f.balancer.base + p.location) as response:
                     assert response.status == 404
+
+            await forget_a_dead_owner(f, http)
         finally:
             for p in placed:
                 await p.caller.close()
+
+
+async def forget_a_dead_owner(f: Fleet, http: aiohttp.ClientSession) -> None:
+    """kill -9 of a call's owner: the others answer `503 owner_unavailable` for its
+    call until its keys lapse (6 s after its last heartbeat), then `404`."""
+    doomed = await dial(f, http)
+    try:
+        other = next(i for i in f.instances if i is not doomed.owner)
+        doomed.owner.process.kill()
+        await doomed.owner.process.wait()
+        url = f"{other.base}/calls/{doomed.call_id}"
+        status, body, headers = await patch(http, url, doomed.caller.etag)
+        assert (status, body["code"]) == (503, "owner_unavailable")
+        assert int(headers["Retry-After"]) > 0
+
+        async def forgotten() -> bool:
+            status, body, _ = await patch(http, url, doomed.caller.etag)
+            assert status in (503, 404), body
+            return status == 404 and body["code"] == "unknown_call"
+
+        await eventually(forgotten, "the dead owner's call leaves the registry")
+        assert (await stats(other))["fleet"]["owner_unavailable"] >= 1
+    finally:
+        await doomed.caller.close()
 
 
 async def survive_redis_outage(f: Fleet, http: aiohttp.ClientSession, before: list[Placed]) -> None:

@@ -78,7 +78,9 @@ class FleetRegistry:
             redis_url,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),  # redis-py 6+ retries 3 times by default
+            # redis-py 7.4's default retries 3 times with backoff up to 10 s (its
+            # asyncio `Redis.__init__`): a lookup on a request's path must not wait.
+            retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
         self._refreshed: set[str] = set()
@@ -118,7 +120,10 @@ class FleetRegistry:
     async def run(self) -> None:
         """Heartbeat until cancelled."""
         while True:
-            await self.heartbeat()
+            try:
+                await self.heartbeat()
+            except Exception:  # boundary: a bug must not end the membership
+                logger.exception("fleet heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
 
     async def heartbeat(self) -> None:
