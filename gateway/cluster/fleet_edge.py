@@ -23,8 +23,8 @@ cluster routing takes it there) or no instance at all (404 from here); otherwise
   a relative one.
 When the registry does not answer, a request for a call this instance does not
 hold gets `503 registry_unavailable` + Retry-After (calls held here still work).
-Imports aiohttp, the signaling edge's constants, the calls' manager, the registry,
-errors and counters.
+Imports aiohttp, the calls' manager and service constants, the registry, errors and
+counters.
 """
 
 from __future__ import annotations
