@@ -190,6 +190,28 @@ class Settings(BaseModel):
         description="Redis (`redis://host:6379/0`) holding what every worker and instance "
         "shares: the usage limits (docs/auth.md); without it each process counts alone.",
     )
+    # Issue 14 (many machines): instances that know each other through Redis.
+    # docs/deploy.md section 7 walks an operator through them.
+    public_url: str | None = Field(
+        None,
+        description="How other instances and clients reach this instance "
+        "(`https://gw-3.example`, scheme://host[:port], no path); default: from host and "
+        "port (https with certfile; the machine's name when host is 0.0.0.0 or ::).",
+    )
+    cross_instance: Literal["proxy", "redirect"] = Field(
+        "proxy",
+        description="A PATCH or DELETE for a call another instance owns (with redis_url): "
+        "`proxy` forwards it to the owner (clients behind one hostname), `redirect` "
+        "answers 307 to the owner's public URL (WHIP's own mechanism, RFC 9725 §4.5).",
+    )
+    fleet_max_calls: int | None = Field(
+        None,
+        ge=1,
+        description="Live calls at once over every instance registered in Redis "
+        "(needs redis_url); beyond it offers get 503 + Retry-After. Approximate: the "
+        "other instances' counts are as fresh as their last heartbeat (2 s).",
+    )
+
     text_turns_per_s: float = Field(
         2.0, gt=0, description="Typed turns per second a call may send to the agent."
     )
@@ -291,28 +313,6 @@ class Settings(BaseModel):
         description="CIDRs of reverse proxies in front of the gateway whose "
         "X-Forwarded-For/-Proto are believed (client address for limits and logs); "
         "empty: the peer address is the client.",
-    )
-
-    # Issue 14 (many machines): instances that know each other through Redis.
-    # docs/deploy.md section 7 walks an operator through them.
-    public_url: str | None = Field(
-        None,
-        description="How other instances and clients reach this instance "
-        "(`https://gw-3.example`, scheme://host[:port], no path); default: from host and "
-        "port (https with certfile; the machine's name when host is 0.0.0.0 or ::).",
-    )
-    cross_instance: Literal["proxy", "redirect"] = Field(
-        "proxy",
-        description="A PATCH or DELETE for a call another instance owns (with redis_url): "
-        "`proxy` forwards it to the owner (clients behind one hostname), `redirect` "
-        "answers 307 to the owner's public URL (WHIP's own mechanism, RFC 9725 §4.5).",
-    )
-    fleet_max_calls: int | None = Field(
-        None,
-        ge=1,
-        description="Live calls at once over every instance registered in Redis "
-        "(needs redis_url); beyond it offers get 503 + Retry-After. Approximate: the "
-        "other instances' counts are as fresh as their last heartbeat (2 s).",
     )
 
     @model_validator(mode="before")
