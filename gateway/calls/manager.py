@@ -76,6 +76,11 @@ class CallManager:
     def workers(self) -> list[WorkerLoad]:
         return [WorkerLoad(os.getpid(), self.live_calls, COUNTERS.values())]
 
+    def call_ids(self) -> list[str]:
+        """The ids of this process's calls (the fleet registry maps each to this
+        instance)."""
+        return list(self._calls)
+
     async def accept_offer(
         self,
         offer_sdp: str,
