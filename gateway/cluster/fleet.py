@@ -4,7 +4,9 @@
 heartbeat (`fleet_registry.py`) runs for the app's lifetime, the `CrossInstance`
 middleware (`fleet_edge.py`) takes requests for other instances' calls to their
 owner, and `FleetCalls` wraps the process's `CallService`: each answered call is
-mapped to this instance at once, a hang-up removes the mapping, and with
+mapped to this instance at once, a hang-up removes the mapping, a re-offer that
+names a session is published so every member ends that user's older call of it (a
+call moved to another instance), and with
 `--fleet-max-calls` an offer is refused (`503 at_capacity`) when the fleet's live
 calls reach it. Without a registry answer the fleet limit is not applied: each
 instance keeps its own `--max-calls` (new calls must keep working when Redis is
@@ -82,6 +84,8 @@ class FleetCalls:
             source=source,
         )
         await self._registry.register_call(answer.call_id)
+        if session_id is not None:  # a moved call: members end their older ones
+            await self._registry.publish_move(user_id, answer.session_id, answer.call_id)
         return answer
 
     async def add_candidates(
@@ -131,10 +135,19 @@ def add_fleet(
             "answers" if registry.available else "unavailable",
         )
         heartbeat = asyncio.create_task(registry.run(), name="fleet/heartbeat")
+        moves = asyncio.create_task(
+            registry.listen_moves(
+                lambda user_id, session_id, keep: local.end_moved_calls_soon(
+                    user_id, session_id, keep=keep
+                )
+            ),
+            name="fleet/moves",
+        )
         yield
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
+        for task in (heartbeat, moves):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await registry.leave()  # bounded: REDIS_TIMEOUT_S
         await edge.close()
         await registry.close()

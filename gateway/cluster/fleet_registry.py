@@ -83,6 +83,15 @@ class FleetRegistry:
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
+        # Subscriptions wait for messages: their own connections, no read timeout
+        # (a health check every heartbeat notices a Redis that went away).
+        self._subscriber = Redis.from_url(
+            redis_url,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=HEARTBEAT_S,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
         self._refreshed: set[str] = set()
         self._other_calls: int | None = None
         self._down = False
@@ -164,8 +173,35 @@ class FleetRegistry:
         with contextlib.suppress(RegistryDown):
             await self._call(pipe.execute())
 
+    async def publish_move(self, user_id: str, session_id: str, keep: str) -> None:
+        """Tell every member that call `keep` continues `user_id`'s conversation
+        `session_id` (best effort: with Redis down, an older call on another instance
+        lasts until its caller hangs up or its idle limit)."""
+        message = json.dumps({"user_id": user_id, "session_id": session_id, "keep": keep})
+        with contextlib.suppress(RegistryDown):
+            await self._call(self._redis.publish(self._key("moves"), message))
+
+    async def listen_moves(self, on_move: Callable[[str, str, str], None]) -> None:
+        """Until cancelled: `on_move(user_id, session_id, keep)` for every move any
+        member publishes (this one's included), resubscribing after an outage."""
+        while True:
+            subscriber = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await subscriber.subscribe(self._key("moves"))
+                async for message in subscriber.listen():
+                    move = _move_of(message.get("data"))
+                    if move is not None:
+                        on_move(*move)
+            except (RedisError, OSError) as exc:
+                logger.debug("fleet moves: subscription lost (%s)", type(exc).__name__)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await subscriber.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(HEARTBEAT_S)
+
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._subscriber.aclose()
 
     async def _call(self, operation: Any) -> Any:
         """`operation` (a redis-py awaitable) bounded by `REDIS_TIMEOUT_S`; an outage
@@ -194,6 +230,18 @@ class FleetRegistry:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _move_of(raw: object) -> tuple[str, str, str] | None:
+    """(user_id, session_id, keep) of a published move; None for anything else."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        move = json.loads(raw)
+        fields = (move["user_id"], move["session_id"], move["keep"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return fields if all(isinstance(f, str) for f in fields) else None
 
 
 def _calls_of(raw: str | None) -> int:
