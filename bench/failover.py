@@ -14,7 +14,7 @@ The caller notices by the silence of its RTP (`HeadlessCaller.wait_media_lost`, 
 docs/protocol.md, "Noticing a dead gateway"), re-offers with its session id at once,
 and types a turn on the new call. Reported (median, p95, max over the runs), in
 seconds from the kill: `noticed` (the silence detected), `back` (the new call's first
-RTP packet), `answered` (the agent's answer to that first turn, "back in
+audio frame heard), `answered` (the agent's answer to that first turn, "back in
 conversation"); and the audio `gap`: last packet of the old call to the first of the
 new one, what the caller hears as dead air. docs/benchmarks.md, "Failover".
 """
@@ -75,9 +75,9 @@ async def failover_once(
         noticed = time.monotonic()
         redial = await resumed.dial(http, base, f"?user_id={user}&session_id={session_id}")
         assert redial.status == 201, redial.body
+        first_packet = await resumed.wait_media()
         answered = await say(resumed, "after")
         assert (await resumed.wait_message(type="session"))["session_id"] == session_id
-        first_packet = resumed.frames[0].at
         return {
             "noticed_s": noticed - killed_at,
             "back_s": first_packet - killed_at,
@@ -86,6 +86,14 @@ async def failover_once(
         }
     finally:
         await asyncio.gather(caller.close(), resumed.close())
+
+
+async def attempt(run: Awaitable[dict[str, float]]) -> dict[str, Any]:
+    """One run's times, or what went wrong (counted, not hidden)."""
+    try:
+        return await run
+    except (AssertionError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 async def kill_and_reap(process: asyncio.subprocess.Process) -> None:
@@ -128,12 +136,12 @@ async def workers_ready(gateway: GatewayProcess, workers: int) -> None:
             await asyncio.sleep(0.2)
 
 
-async def run_instances(runs: int, folder: Path) -> list[dict[str, float]]:
+async def run_instances(runs: int, folder: Path) -> list[dict[str, Any]]:
     results = []
     async with aiohttp.ClientSession() as http:
         for run in range(runs):
             async with two_instances(folder / f"run-{run}") as (base, kill):
-                results.append(await failover_once(http, base, f"bench-{run}", kill))
+                results.append(await attempt(failover_once(http, base, f"bench-{run}", kill)))
     return results
 
 
@@ -150,14 +158,16 @@ async def run_workers(runs: int, folder: Path) -> list[dict[str, float]]:
             async def kill() -> None:
                 os.kill(await owner_worker(gateway), signal.SIGKILL)
 
-            results.append(await failover_once(http, gateway.base, f"bench-{run}", kill))
+            results.append(await attempt(failover_once(http, gateway.base, f"bench-{run}", kill)))
     return results
 
 
-def summary(results: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for name in SERIES:
-        values = np.asarray([r[name] for r in results], dtype=float)
+        values = np.asarray([r[name] for r in results if "error" not in r], dtype=float)
+        if not len(values):
+            continue
         out[name] = {
             "median": float(np.median(values)),
             "p95": float(np.percentile(values, 95)),
@@ -176,8 +186,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     modes = ("instance", "worker") if args.mode == "both" else (args.mode,)
     report: dict[str, Any] = {"runs": args.runs, "load_before": os.getloadavg()[0]}
     print(f"{args.runs} runs per mode, load {report['load_before']:.1f}")
-    print("| killed | n | noticed | back (first packet) | answered | audio gap |")
-    print("| --- | ---: | --- | --- | --- | --- |")
+    print("| killed | ok / runs | noticed | back (first frame heard) | answered | audio gap |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         with tempfile.TemporaryDirectory(prefix="bench-failover-") as folder:
             run = run_instances if mode == "instance" else run_workers
@@ -186,9 +196,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         report[mode] = {"results": results, "summary": stats}
         cells = " | ".join(
             f"{stats[n]['median']:.2f} / {stats[n]['p95']:.2f} / {stats[n]['max']:.2f}"
+            if n in stats
+            else "-"
             for n in SERIES
         )
-        print(f"| {mode} | {len(results)} | {cells} |")
+        ok = sum("error" not in r for r in results)
+        print(f"| {mode} | {ok} / {len(results)} | {cells} |")
+        for failed in (r["error"] for r in results if "error" in r):
+            print(f"  failed run: {failed}")
     report["load_after"] = os.getloadavg()[0]
     print(f"(seconds: median / p95 / max) load after: {report['load_after']:.1f}")
     if args.json:

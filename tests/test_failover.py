@@ -85,12 +85,9 @@ async def test_a_caller_of_a_killed_instance_continues_on_another(tmp_path: Path
                 http, balancer.base, f"?user_id=alice&session_id={session_id}"
             )
             assert redial.status == 201, redial.body
-            await resumed.wait_connected()
-            async with asyncio.timeout(5):
-                while resumed.last_media_at is None:
-                    await asyncio.sleep(0.01)
-            back_s = resumed.last_media_at - killed_at
-            gap_s = resumed.last_media_at - last_packet
+            first_packet = await resumed.wait_media()
+            back_s = first_packet - killed_at
+            gap_s = first_packet - last_packet
             print(f"\nkill -9 to silence noticed {noticed_s:.2f} s, to the new call's first "
                   f"packet {back_s:.2f} s; audio gap {gap_s:.2f} s")  # fmt: skip
             assert noticed_s < NOTICED_BOUND_S

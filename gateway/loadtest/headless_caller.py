@@ -125,12 +125,15 @@ class HeadlessCaller:
         self.etag: str | None = None
         self.dropped = asyncio.Event()
         """Set when the connection failed or closed."""
+        self.first_media_at: float | None = None
+        """Arrival time (monotonic) of the gateway's first RTP packet or decoded frame."""
         self.last_media_at: float | None = None
         """Arrival time (monotonic) of the gateway's latest RTP packet or decoded frame."""
         self._keep_audio = keep_audio
         self._new_message = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._channel_open = asyncio.Event()
+        self._media_started = asyncio.Event()
         self._listening: list[asyncio.Task[None]] = []
         transceiver = add_source_track(self.pc, self.mic)
         if packet_listener is not None:
@@ -276,7 +279,7 @@ class HeadlessCaller:
 
     def _heard_packet(self, listener: Callable[[RtpPacket], None]) -> Callable[[RtpPacket], None]:
         def heard(packet: RtpPacket) -> None:
-            self.last_media_at = time.monotonic()
+            self._heard_media(time.monotonic())
             listener(packet)
 
         return heard
@@ -284,13 +287,27 @@ class HeadlessCaller:
     def _on_frame(self, frame: av.AudioFrame) -> None:
         channels = len(frame.layout.channels)
         pcm = bytes(frame.planes[0])[: frame.samples * 2 * channels]
-        now = self.last_media_at = time.monotonic()
+        now = time.monotonic()
+        self._heard_media(now)
         if self._keep_audio:
             mono = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)[:, 0].tobytes()
             self.heard.append((now, mono))
             self.frames.append(HeardFrame(now, rms(mono), frame.samples))
         else:
             self.frames.append(HeardFrame(now, rms(pcm), frame.samples))
+
+    async def wait_media(self, limit_s: float = 10.0) -> float:
+        """The arrival time of the gateway's first RTP (waits up to `limit_s` for it)."""
+        async with asyncio.timeout(limit_s):
+            await self._media_started.wait()
+        assert self.first_media_at is not None
+        return self.first_media_at
+
+    def _heard_media(self, at: float) -> None:
+        if self.first_media_at is None:
+            self.first_media_at = at
+            self._media_started.set()
+        self.last_media_at = at
 
     def _on_connection_state(self) -> None:
         self._state_changed.set()
