@@ -67,6 +67,8 @@ function iceGatheringComplete(pc) {
 }
 
 export class WebRtcCall extends EventTarget {
+  #mediaWatched = false;
+
   /**
    * @param {object} options
    * @param {MediaStream|null} options.micStream the caller's microphone (null: text only)
@@ -91,7 +93,6 @@ export class WebRtcCall extends EventTarget {
     this.channel = null;
     this.location = null;
     this.state = "new";
-    this.mediaWatched = false;
   }
 
   async start() {
@@ -157,8 +158,8 @@ export class WebRtcCall extends EventTarget {
     if (this.state === state || this.state === "closed") return;
     this.state = state;
     this.#emit("state", { state });
-    if (state === "connected" && !this.mediaWatched) {
-      this.mediaWatched = true;
+    if (state === "connected" && !this.#mediaWatched) {
+      this.#mediaWatched = true;
       this.#watchMedia();
     }
   }
