@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.loadtest import LoadTestConfig, run_load_test
+from gateway.loadtest import LoadTestConfig, format_table, run_load_test
 from gateway.loadtest.headless_caller import MEDIA_SILENCE_S
 from tests.support.balancer import balancing
 from tests.support.gateway_process import free_port, serving
@@ -134,4 +134,5 @@ async def test_the_load_tester_reports_a_call_whose_gateway_died(tmp_path: Path)
     assert report["calls"]["lost"] == [
         {"index": 0, "at_s": call["lost_at_s"], "gap_s": call["lost_gap_s"]}
     ]
+    assert f"call 0 at {call['lost_at_s']:.1f} s" in format_table(report)
     print(f"\n{call['error']}")
