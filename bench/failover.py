@@ -5,8 +5,9 @@ in a call with the scripted agent (sessions in one SQLite file), the gateway pro
 that owns the call killed with SIGKILL:
 
 - `instance`: two `python -m gateway --workers 1` instances behind Debian's HAProxy
-  (`tests.support.balancer`: health checks every 500 ms, redispatch on a refused
-  connection); the instance that owns the call is killed. Fresh instances every run.
+  (`tests.support.haproxy`, the shipped docs/deploy/haproxy.cfg: health checks every
+  500 ms, redispatch on a refused connection); the instance that owns the call is
+  killed. Fresh instances every run.
 - `worker`: one `python -m gateway --workers 2`; the call's worker is killed (its
   supervisor restarts it; the next run waits for that).
 
@@ -37,8 +38,8 @@ import aiohttp
 import numpy as np
 
 from gateway.rtc import ice
-from tests.support.balancer import balancing
 from tests.support.gateway_process import GatewayProcess, free_port, serving
+from tests.support.haproxy import haproxy_in_front
 from tests.support.peers import HeadlessCaller
 
 SCRIPTED = ("--agent", "gateway.agents.scripted:root_agent", "--log-level", "WARNING")
@@ -109,7 +110,7 @@ async def two_instances(folder: Path) -> AsyncIterator[tuple[str, Killer]]:
     async with (
         serving(*SCRIPTED, "--session-url", store, "--workers", "1", port=ports[0]) as a,
         serving(*SCRIPTED, "--session-url", store, "--workers", "1", port=ports[1]) as b,
-        balancing(ports) as balancer,
+        haproxy_in_front(ports) as balancer,
     ):
 
         async def kill() -> None:

@@ -27,8 +27,8 @@ import pytest
 
 from gateway.loadtest import LoadTestConfig, format_table, run_load_test
 from gateway.loadtest.headless_caller import MEDIA_SILENCE_S
-from tests.support.balancer import balancing
 from tests.support.gateway_process import free_port, serving
+from tests.support.haproxy import haproxy_in_front
 from tests.support.peers import HeadlessCaller
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -62,7 +62,7 @@ async def test_a_caller_of_a_killed_instance_continues_on_another(tmp_path: Path
                 log=tmp_path / "gw-0.log") as first,
         serving(*SCRIPTED, "--session-url", store, "--workers", "1", port=ports[1],
                 log=tmp_path / "gw-1.log") as second,
-        balancing(ports) as balancer,
+        haproxy_in_front(ports) as balancer,
         aiohttp.ClientSession() as http,
     ):  # fmt: skip
         pids = {first.process.pid, second.process.pid}

@@ -39,8 +39,8 @@ class Haproxy:
 
 @contextlib.asynccontextmanager
 async def haproxy_in_front(instance_ports: Sequence[int]) -> AsyncIterator[Haproxy]:
-    """HAProxy on a free loopback port, round-robin over the instances (three, as
-    in the template)."""
+    """HAProxy on a free loopback port, round-robin over the instances (the
+    template's three example servers become one line per instance)."""
     port = free_port()
     folder = _folder(port, instance_ports)
     config, log = folder / "haproxy.cfg", folder / "haproxy.log"
@@ -62,13 +62,18 @@ async def haproxy_in_front(instance_ports: Sequence[int]) -> AsyncIterator[Hapro
 
 def _folder(port: int, instance_ports: Sequence[int]) -> Path:
     """A private folder with the rendered configuration."""
-    assert len(instance_ports) == len(TEMPLATE_SERVERS)
     assert Path(HAPROXY).exists(), "haproxy is missing: run scripts/bootstrap --test"
-    substitutions = {"bind :8080": f"bind 127.0.0.1:{port}"}
-    for example, instance in zip(TEMPLATE_SERVERS, instance_ports, strict=True):
-        substitutions[f" {example} "] = f" 127.0.0.1:{instance} "
+    template = TEMPLATE.read_text()
+    examples = [
+        f"    server gw-{n} {server} check\n" for n, server in enumerate(TEMPLATE_SERVERS, 1)
+    ]
+    servers = "".join(
+        f"    server gw-{n} 127.0.0.1:{instance} check\n"
+        for n, instance in enumerate(instance_ports, 1)
+    )
+    substitutions = {"bind :8080": f"bind 127.0.0.1:{port}", "".join(examples): servers}
     folder = Path(tempfile.mkdtemp(prefix="haproxy-test-"))
-    (folder / "haproxy.cfg").write_text(render(TEMPLATE.read_text(), substitutions))
+    (folder / "haproxy.cfg").write_text(render(template, substitutions))
     return folder
 
 
