@@ -11,9 +11,10 @@ Pins down, with `node/whip_caller.mjs` (npm packages locked in `node/package-loc
   hears the agent, and the agent hears each caller (with an `active` answer our
   ClientHello could reach it before it had applied the answer, "unknown CA": 3 calls
   in 40 were seen failing so on a busy machine);
-- libdatachannel with its candidates in the offer (no trickle, as OBS sends them)
-  that applies the answer 500 ms late, as a loaded client might, still connects and
-  talks.
+- a caller with its candidates in the offer (no trickle, as OBS sends them) that
+  applies the answer 500 ms late, as a loaded client might, still connects and talks:
+  our ICE checks reach it first, and it answers and holds them (werift; libdatachannel
+  has a race here of its own, see that test).
 
 With `a=setup:active` answers these ECDSA stacks connected too on this machine (0
 failures in 40 libdatachannel calls either way, load ~1.4): these tests fail on the
@@ -117,9 +118,38 @@ async def test_libdatachannel_connects_ten_calls_in_a_row(
 async def test_a_caller_that_applies_the_answer_late_still_connects(
     node_clients: None, start_gateway: Callable[..., Any], opus_file: Path
 ) -> None:
+    """Our checks reach a caller before it has our answer; it still connects.
+
+    With the caller's candidates in its offer, aioice starts checking them as soon as
+    we answer, so they reach the caller before it has applied the answer (`early_checks`
+    > 0). RFC 8445 lets that happen: the caller answers them with its own password
+    and learns us as a peer-reflexive candidate (s7.3.1.3). Our answer says
+    `a=setup:passive`, so nothing but STUN reaches it first; that role is asserted.
+
+    Played by werift, not libdatachannel: libdatachannel 0.24.5 (node-datachannel
+    0.33.4, the newest on npm) has a race in exactly this situation, whatever the
+    answer's delay. `rtc::PeerConnection::setRemoteDescription` gives the answer to
+    its ICE transport before `impl::PeerConnection::processRemoteDescription` commits
+    it. libjuice then checks the peer-reflexive pair our early check left; on
+    loopback our reply can arrive before the commit, and the ICE-connected callback
+    starts DTLS (`initDtlsTransport`) with no remote description yet, so with the
+    default SHA-256 fingerprint algorithm while libdatachannel keeps only our
+    answer's last fingerprint (sha-512). `checkFingerprint` then returns false
+    without a log line and the call fails with "DTLS alert: unknown CA"; when that
+    close beats the end of `setRemoteDescription`, it throws "Got a remote candidate
+    without ICE transport". Upstream: libdatachannel PR #1612 "Fix DTLS startup
+    ordering"; libdatachannel's master starts DTLS on ICE-connected only with a
+    committed remote description, and from `processRemoteDescription` when ICE
+    connected first. Measured with both cores busy: libdatachannel failed 3 of 20
+    calls (500 ms delay); with node pinned to one busy core, 2 of 12 (500 ms), 3 of
+    20 with no delay (OBS's own timing), 1 of 20 with only the sha-256 fingerprint
+    left in the answer (the whole DTLS flight beat the commit); werift 0 of 20, and
+    0 of 20 pinned. The gateway cannot prevent it short of not checking (ICE-lite,
+    which aioice lacks).
+    """
     calls, _, caller = await _calls(
         start_gateway,
-        "datachannel",
+        "werift",
         opus_file,
         "--seconds",
         "1",
@@ -129,4 +159,5 @@ async def test_a_caller_that_applies_the_answer_late_still_connects(
     )
     [call] = calls
     assert call["patch_statuses"] == [], caller.diagnosis(call)  # nothing to trickle
+    assert call["early_checks"] > 0, caller.diagnosis(call)  # our checks came first
     _assert_talked(call, heard_at_least=20, diagnosis=caller.diagnosis(call))

@@ -12,6 +12,9 @@
 // packets of --packets (20 ms each, looped) as RTP for --seconds; keeps the Opus
 // payloads it receives (base64) and the data-channel messages; DELETEs the call.
 // Test traffic stays on loopback: only 127.0.0.1 candidates are sent and used.
+// With --candidates-in-offer (no trickle) and --answer-delay-ms, a slow caller: the
+// report's `early_checks` (werift only) counts the gateway's ICE checks the caller
+// had answered and held before it applied the answer.
 //
 // Prints one JSON line: {"calls": [{...per call...}]}. Exits 0 whenever it could
 // report; the test decides what passes.
@@ -90,7 +93,8 @@ function isLoopbackCandidate(line) {
 
 class Call {
   constructor(peer) {
-    this.peer = peer; // {offer(), applyAnswer(sdp), send(buf), close()} + callbacks below
+    // {offer(), applyAnswer(sdp), earlyChecks(), send(buf), close()} + callbacks below
+    this.peer = peer;
     this.report = {
       stack: args.stack,
       http_status: null,
@@ -102,6 +106,7 @@ class Call {
       received: [],
       sent_packets: 0,
       errors: [],
+      early_checks: null, // werift: our ICE checks it answered before it had our answer
     };
     this.location = null;
     this.etag = null;
@@ -180,6 +185,7 @@ class Call {
     this.report.answer_setup = sdpValue(answer, "setup");
     await sleep(Number(args["answer-delay-ms"]));
     if (process.env.WHIP_DEBUG) process.stderr.write(`${offer}\n----\n${answer}\n`);
+    this.report.early_checks = this.peer.earlyChecks();
     await this.peer.applyAnswer(answer);
     this.flushCandidates();
     const limit = sleep(Number(args["limit-s"]) * 1000).then(() => "timeout");
@@ -266,6 +272,11 @@ async function weriftPeer(call) {
     async applyAnswer(sdp) {
       await pc.setRemoteDescription({ type: "answer", sdp });
     },
+    earlyChecks() {
+      // werift answers a check that comes before it has the remote credentials and
+      // holds it (`Connection.earlyChecks`, ice.ts) until the answer forms its pairs.
+      return pc.iceTransports[0]?.connection.earlyChecks.length ?? null;
+    },
     send(rtp) {
       track.writeRtp(rtp);
     },
@@ -309,6 +320,9 @@ async function datachannelPeer(call) {
     },
     async applyAnswer(sdp) {
       pc.setRemoteDescription(sdp, "answer");
+    },
+    earlyChecks() {
+      return null; // libjuice does not expose them
     },
     send(rtp) {
       if (track.isOpen()) track.sendMessageBinary(rtp);
