@@ -250,6 +250,7 @@ class AdkAgentSession:
             )
             await asyncio.sleep(delay)
             self.reconnects += 1
+            COUNTERS.add("upstream_reconnects")
 
     async def _run_once(self) -> tuple[bool, UpstreamFailure | None]:
         """One `run_live`: (whether it delivered any event, why it failed or None)."""
