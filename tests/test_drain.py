@@ -110,7 +110,8 @@ async def test_sigterm_refuses_tells_the_caller_and_exits_once_the_call_ends(
         caller, session_id = await call(http, gw.base)
         gw.process.send_signal(signal.SIGTERM)
         body = await until_draining(http, gw.base)
-        assert body["status"] == "draining" and body["reasons"]
+        assert body["status"] == "draining"
+        assert body["reasons"]
         await assert_offer_refused(http, gw.base)
         going_away = await caller.wait_message(type="going_away", limit_s=5)
         assert going_away["session_id"] == session_id
@@ -129,7 +130,8 @@ async def test_the_deadline_hangs_up_the_calls_left(tmp_path: Path) -> None:
         try:
             gw.process.send_signal(signal.SIGTERM)
             going_away = await caller.wait_message(type="going_away", limit_s=5)
-            assert going_away["session_id"] == session_id and going_away["deadline_s"] <= 2
+            assert going_away["session_id"] == session_id
+            assert going_away["deadline_s"] <= 2
             assert await asyncio.wait_for(gw.process.wait(), 20) == 0
             async with asyncio.timeout(10):  # hung up: the caller's connection ends
                 while caller.pc.connectionState not in ("closed", "failed", "disconnected"):
