@@ -292,7 +292,7 @@ class Settings(BaseModel):
         "empty: the peer address is the client.",
     )
 
-    # Issue 14 (many machines): readiness and drain. docs/deploy.md "Drain".
+    # Issue 14 (many machines): readiness and drain. docs/operations.md.
     drain_timeout: float = Field(
         30.0,
         ge=0,

@@ -127,6 +127,8 @@ class Drain:
         if self._running is not None:
             self.cut_short()
             await asyncio.gather(self._running, return_exceptions=True)
+        if self.draining:
+            DRAINING.set(0)  # the app is gone (a process drains once; tests make many)
 
 
 DRAIN_KEY = web.AppKey("drain", Drain)
