@@ -7,7 +7,8 @@ Pins down, with real aiortc callers over loopback (scripted agent):
   the seconds left; the gateway stays up while the call lives and exits 0 as soon
   as the caller hangs up, long before `--drain-timeout`;
 - a caller that stays is hung up at the deadline and the gateway exits 0;
-- `--workers 2`: every worker's caller is told, every worker refuses, exit 0;
+- `--workers 2`: every worker's caller is told, every worker refuses, exit 0; a
+  second SIGTERM to the supervisor cuts the drain short (exit 0, callers hung up);
 - `POST /admin/drain`: 401 without a key and 403 with a caller's token when auth is
   on; with the admin key 202, then the same drain and exit 0.
 """
@@ -160,6 +161,24 @@ async def test_every_worker_drains(tmp_path: Path) -> None:
             await hang_up(http, gw.base, caller)
         assert await asyncio.wait_for(gw.process.wait(), 30) == 0
     assert "Traceback" not in gw.output()
+
+
+async def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path) -> None:
+    async with gateway(tmp_path, workers=2, drain_s=120) as gw, aiohttp.ClientSession() as http:
+        callers = [await call(http, gw.base) for _ in range(2)]
+        try:
+            gw.process.send_signal(signal.SIGTERM)
+            for caller, _ in callers:
+                await caller.wait_message(type="going_away", limit_s=5)
+            await asyncio.sleep(0.5)
+            assert gw.process.returncode is None  # still draining: its calls are up
+            gw.process.send_signal(signal.SIGTERM)
+            # Far sooner than the 120 s deadline (and than the harness's 30 s kill).
+            assert await asyncio.wait_for(gw.process.wait(), 25) == 0
+        finally:
+            for caller, _ in callers:
+                await caller.close()
+    assert "hanging up 1 sessions" in gw.output()
 
 
 async def test_admin_drain_needs_the_admin_key(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ Pins down:
 - `/readyz` is 503 `unavailable`, naming the check, when the session store does not
   answer (ADK's own `DatabaseSessionService` against a port nothing listens on),
   without the store's URL or password in the answer; 503 `draining` once drained;
-- the readiness seam: a check that hangs is a failed check, bounded in time.
+- the readiness seam: a check that hangs is a failed check, bounded in time;
+  `starting` while fewer workers serve than the gateway has, `draining` when any
+  worker drains.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import gateway.models.scripted  # noqa: F401  (registers scripted-live)
 from gateway.agent_bridge import AdkAgentConnector
 from gateway.app import add_store_readiness, create_app
-from gateway.ops.readiness import CHECK_TIMEOUT_S, READINESS_KEY
+from gateway.calls.service import WorkerLoad
+from gateway.ops.readiness import CHECK_TIMEOUT_S, READINESS_KEY, Readiness
 from tests.conftest import gateway_settings
 from tests.support.fakes import FakeAgentConnector
 from tests.support.gateway_process import free_port
@@ -136,3 +139,15 @@ async def test_a_check_that_hangs_fails_within_its_bound(
         body = await response.json()
     assert body["status"] == "unavailable"
     assert body["checks"]["stuck"].startswith("no answer within")
+
+
+async def test_readiness_over_workers() -> None:
+    workers = [WorkerLoad(101, 0)]
+    readiness = Readiness(lambda: workers, expected_workers=2)
+    readiness.started = True
+    status, reasons, _ = await readiness.evaluate()
+    assert (status, reasons) == ("starting", ["1 of 2 workers serve"])
+    workers.append(WorkerLoad(102, 3))
+    assert (await readiness.evaluate())[0] == "ready"
+    workers[1] = WorkerLoad(102, 3, draining=True)  # a sibling drains: so does the gateway
+    assert (await readiness.evaluate())[0] == "draining"

@@ -303,6 +303,9 @@ class Supervisor:
         signal (the drain is cut short); SIGKILL to those still there after
         `drain_timeout` + `STOP_TIMEOUT_S`."""
         running = [p for p in self._processes.values() if p.returncode is None]
+        if running:
+            logger.info("draining %d workers (up to %g s)", len(running),
+                        self._settings.drain_timeout)  # fmt: skip
 
         def terminate() -> None:
             for process in running:

@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -92,6 +93,12 @@ class _Stop:
         self.event.set()
 
 
+def _orphaned(stop: _Stop, cut_drain_short: Callable[[], None]) -> None:
+    """The supervisor died: stop, without waiting out a drain in progress."""
+    stop(orphaned=True)
+    cut_drain_short()
+
+
 async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnector) -> None:
     from gateway.adk.sessions import SessionStoreError
 
@@ -115,7 +122,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     stop = _Stop()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop)
-    loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(stop, orphaned=True))
+    loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(_orphaned, stop, drain.cut_short))
     socket_path = member.socket_path(spec.index)
     try:
         try:
