@@ -32,9 +32,10 @@ export async function callErrorFrom(response) {
   let code = "";
   let message = `The server answered ${response.status}.`;
   try {
+    // RFC 9457 problem details (`code`, `detail`); older gateways: `error`.
     const body = await response.json();
-    code = body?.error?.code ?? "";
-    message = body?.error?.message ?? message;
+    code = body?.code ?? body?.error?.code ?? "";
+    message = body?.detail ?? body?.error?.message ?? message;
   } catch {
     // not JSON: keep the status line
   }

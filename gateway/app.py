@@ -31,6 +31,7 @@ from gateway.calls.service import CallService
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.forwarded import TrustedProxies
 from gateway.http_server import BEFORE_STOP_KEY
 from gateway.metrics.counters import COUNTERS
 from gateway.metrics.exposition import add_metrics_route
@@ -67,7 +68,12 @@ def create_app(
     except ice.UnknownInterfaceError as exc:
         raise StartupError(str(exc)) from None
     ice.restrict_host_addresses(ice_addresses)
-    app = web.Application(middlewares=[signaling.error_middleware])
+    # Outermost but for the connection guard: handlers and their error replies see
+    # the client a trusted proxy names (docs/deploy.md).
+    middlewares = list(signaling.MIDDLEWARES)
+    if settings.trusted_proxies:
+        middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes

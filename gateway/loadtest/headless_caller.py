@@ -65,6 +65,8 @@ class DialResult:
     content_type: str
     location: str | None = None
     retry_after_s: float | None = None
+    #: The call's ICE session (`ETag`, quoted): a trickle `PATCH` sends it in `If-Match`.
+    etag: str | None = None
 
     def error_code(self) -> str:
         """The JSON error's `code`, or the start of the body."""
@@ -111,6 +113,8 @@ class HeadlessCaller:
         """Data-channel messages (JSON objects), in arrival order."""
         self.message_times: list[float] = []
         self.location: str | None = None
+        #: The call's `ETag` once dialled (for `If-Match` on a trickle `PATCH`).
+        self.etag: str | None = None
         self.dropped = asyncio.Event()
         """Set when the connection failed or closed."""
         self._keep_audio = keep_audio
@@ -147,10 +151,12 @@ class HeadlessCaller:
                 content_type=response.content_type,
                 location=response.headers.get("Location"),
                 retry_after_s=_seconds(response.headers.get("Retry-After")),
+                etag=response.headers.get("ETag"),
             )
         if result.status == 201:
             await self.accept(result.body)
             self.location = result.location
+            self.etag = result.etag
         return result
 
     async def hang_up(self, http: aiohttp.ClientSession, base_url: str) -> int | None:
