@@ -66,7 +66,7 @@ async def call(http: aiohttp.ClientSession, base: str, headers: dict[str, str] |
 
 async def readyz(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
     async with http.get(f"{base}/readyz") as response:
-        body: dict[str, Any] = await response.json()
+        body: dict[str, Any] = await response.json(content_type=None)
         return response.status, body
 
 
@@ -86,7 +86,8 @@ async def assert_offer_refused(http: aiohttp.ClientSession, base: str) -> None:
         async with http.post(f"{base}/calls", data=await caller.offer(), headers=SDP) as response:
             assert response.status == 503
             assert int(response.headers["Retry-After"]) >= 1
-            assert (await response.json())["error"]["code"] == "draining"
+            assert response.content_type == "application/problem+json"
+            assert (await response.json(content_type=None))["code"] == "draining"
     finally:
         await caller.close()
 
@@ -107,11 +108,12 @@ async def test_sigterm_refuses_tells_the_caller_and_exits_once_the_call_ends(
 ) -> None:
     async with gateway(tmp_path, drain_s=60) as gw, aiohttp.ClientSession() as http:
         status, body = await readyz(http, gw.base)
-        assert (status, body["status"], body["checks"]) == (200, "ready", {"session_store": "ok"})
+        assert (status, body["state"], body["checks"]) == (200, "ready", {"session_store": "ok"})
         caller, session_id = await call(http, gw.base)
         gw.process.send_signal(signal.SIGTERM)
         body = await until_draining(http, gw.base)
-        assert body["status"] == "draining"
+        assert body["state"] == body["code"] == "draining"
+        assert body["status"] == 503  # an RFC 9457 problem, as every error
         assert body["reasons"]
         await assert_offer_refused(http, gw.base)
         going_away = await caller.wait_message(type="going_away", limit_s=5)
@@ -195,8 +197,8 @@ async def test_admin_drain_needs_the_admin_key(tmp_path: Path) -> None:
         admin = {"Authorization": f"Bearer {API_KEY}"}
         async with http.post(url, headers=admin) as response:
             assert response.status == 202
-            assert (await response.json())["status"] == "draining"
-        assert (await readyz(http, gw.base))[1]["status"] == "draining"
+            assert (await response.json(content_type=None))["state"] == "draining"
+        assert (await readyz(http, gw.base))[1]["state"] == "draining"
         going_away = await caller.wait_message(type="going_away", limit_s=5)
         assert going_away["session_id"] == session_id
         await hang_up(http, gw.base, caller, user)

@@ -83,7 +83,7 @@ async def test_both_websocket_protocols_are_told_then_closed_at_the_deadline(
         async with client.get("/ws/carol?is_audio=false") as response:
             assert response.status == 503  # no upgrade
             assert response.headers["Retry-After"] == "1"
-            assert (await response.json())["error"]["code"] == "draining"
+            assert (await response.json(content_type=None))["code"] == "draining"
         async with client.get("/metrics") as response:
             assert refused_draining(await response.text()) == refused_before + 1
         for ws in (seed, bidi):  # the deadline: closed "going away"
@@ -92,7 +92,8 @@ async def test_both_websocket_protocols_are_told_then_closed_at_the_deadline(
             assert closing.data == 1001
         async with client.get("/readyz") as response:
             assert response.status == 503
-            assert (await response.json())["status"] == "draining"
+            assert response.content_type == "application/problem+json"
+            assert (await response.json(content_type=None))["state"] == "draining"
     finally:
         await seed.close()
         await bidi.close()
@@ -113,7 +114,7 @@ async def test_readyz_is_503_while_the_session_store_does_not_answer() -> None:
             assert response.status == 503
             text = await response.text()
         body = json.loads(text)
-        assert body["status"] == "unavailable"
+        assert body["state"] == body["code"] == "unavailable"
         assert body["checks"]["session_store"].startswith("the session store failed")
         assert any(reason.startswith("session_store:") for reason in body["reasons"])
         assert "secret-pw" not in text
@@ -136,8 +137,8 @@ async def test_a_check_that_hangs_fails_within_its_bound(
     client.app[READINESS_KEY].add_check("stuck", never_answers)
     async with asyncio.timeout(CHECK_TIMEOUT_S + 5), client.get("/readyz") as response:
         assert response.status == 503
-        body = await response.json()
-    assert body["status"] == "unavailable"
+        body = await response.json(content_type=None)
+    assert body["state"] == "unavailable"
     assert body["checks"]["stuck"].startswith("no answer within")
 
 

@@ -167,7 +167,7 @@ async def post_drain(request: web.Request) -> web.Response:
             drain.request_stop()
         else:
             drain.start()
-    return web.json_response({"status": "draining", "deadline_s": drain.timeout_s}, status=202)
+    return web.json_response({"state": "draining", "deadline_s": drain.timeout_s}, status=202)
 
 
 def add_drain(app: web.Application, drain: Drain) -> None:

@@ -1,11 +1,12 @@
 """Readiness: whether a load balancer should send this gateway new calls (`GET /readyz`).
 
 `/healthz` is liveness (the process answers); `/readyz` is readiness. 200
-`{"status": "ready", "checks": {...}}` when every worker serves, none drains and
-every readiness check passes; otherwise 503 with `status` `starting` (a worker has
-not started yet, or is being restarted), `draining` (SIGTERM or `POST
-/admin/drain`: gateway/ops/drain.py) or `unavailable` (a check failed), and
-`reasons`, one line each, safe to show (no URLs, no secrets).
+`{"state": "ready", "checks": {...}}` when every worker serves, none drains and
+every readiness check passes; otherwise 503, an RFC 9457 problem as every error of
+the gateway is (`application/problem+json`), whose `code` and `state` are
+`starting` (a worker has not started yet, or is being restarted), `draining`
+(SIGTERM or `POST /admin/drain`: gateway/ops/drain.py) or `unavailable` (a check
+failed), with `reasons`, one line each, safe to show (no URLs, no secrets).
 
 The seam other parts plug into: `Readiness.add_check(name, check)`. A check is an
 async function of no arguments that returns when its dependency can serve and
@@ -13,19 +14,22 @@ raises (any exception; its message is the reason) when it cannot. Checks run
 concurrently on every probe, each bounded by `CHECK_TIMEOUT_S` (a check that
 hangs is a failed check), so keep them cheap: one round trip. The session store's
 check (`app.add_store_readiness`) is the first.
-May import aiohttp and the `WorkerLoad` value; nothing of calls, aiortc or ADK.
+May import aiohttp, the errors and the `WorkerLoad` value; nothing of calls, aiortc
+or ADK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.calls.service import WorkerLoad
+from gateway.errors import PROBLEM_JSON_TYPE, GatewayError, error_reply
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +91,18 @@ READINESS_KEY = web.AppKey("readiness", Readiness)
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 when this gateway should get new calls, else 503 saying why."""
-    status, reasons, checks = await request.app[READINESS_KEY].evaluate()
-    body: dict[str, object] = {"status": status, "checks": checks}
-    if status != "ready":
-        body["reasons"] = reasons
-        logger.debug("not ready: %s", "; ".join(reasons))
-    return web.json_response(
-        body, status=200 if status == "ready" else 503, headers={"Cache-Control": "no-store"}
+    """200 when this gateway should get new calls, else a 503 problem saying why."""
+    state, reasons, checks = await request.app[READINESS_KEY].evaluate()
+    headers = {"Cache-Control": "no-store"}
+    if state == "ready":
+        return web.json_response({"state": state, "checks": checks}, headers=headers)
+    logger.debug("not ready: %s", "; ".join(reasons))
+    reply = error_reply(GatewayError.from_wire(state, "; ".join(reasons), http_status=503))
+    body = {**reply.http_body(), "state": state, "reasons": reasons, "checks": checks}
+    return web.Response(
+        status=503,
+        body=json.dumps(body).encode(),
+        headers={**headers, hdrs.CONTENT_TYPE: PROBLEM_JSON_TYPE},
     )
 
 

@@ -135,7 +135,7 @@ async def balancer(backends: list[str], *, probe: bool = True) -> AsyncIterator[
 
 async def calls_on(base: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as response:
-        calls: int = (await response.json())["calls"]
+        calls: int = (await response.json(content_type=None))["calls"]
         return calls
 
 
