@@ -350,6 +350,10 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _count_go_away() -> None:
+    COUNTERS.add("upstream_goaways")
+
+
 class AdkAgentConnector:
     """Opens one ADK live session per call against one agent and session service."""
 
@@ -368,6 +372,7 @@ class AdkAgentConnector:
         self.session_service = session_service
         self.app_name = app_name
         self.live = live or LiveSettings()
+        _adk.watch_go_aways(_count_go_away)
         self.plan = plan_for_agent(agent, self.live)
         apply_to_agent(agent, self.plan)
         self._run_config_factory = run_config_factory or live_run_config_factory(

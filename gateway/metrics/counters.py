@@ -24,6 +24,7 @@ AGENT_HEALTH_NAMES: tuple[str, ...] = (
     "recovered",
     "unrecovered",
     "upstream_reconnects",
+    "upstream_goaways",
 )
 
 

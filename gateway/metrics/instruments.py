@@ -58,6 +58,11 @@ UPSTREAM_RECONNECTS = Counter(
     "Reconnections of live agent sessions to the model after an upstream failure.",
     registry=REGISTRY,
 )
+UPSTREAM_GO_AWAYS = Counter(
+    "gateway_upstream_goaways",
+    "goAway messages from the Live API (each followed by ADK's own reconnect).",
+    registry=REGISTRY,
+)
 AGENT_STALLS = Counter(
     "gateway_agent_stalls",
     "Model stalls the watchdog saw, by kind (docs/gemini-live.md).",
@@ -84,7 +89,7 @@ for _transport in ("webrtc", "websocket"):
 for _name in AGENT_HEALTH_NAMES:
     if _name.startswith("stalls_"):
         AGENT_STALLS.labels(_name.removeprefix("stalls_"))
-    elif _name != "upstream_reconnects":
+    elif not _name.startswith("upstream_"):
         AGENT_RECOVERY.labels(_name)
 for _name in LIMIT_NAMES:
     LIMIT_EVENTS.labels(_name)
@@ -94,6 +99,8 @@ def count_event(name: str, amount: int) -> None:
     """Mirror one of `counters.COUNTERS` (the /stats counters) into its instrument."""
     if name == "upstream_reconnects":
         UPSTREAM_RECONNECTS.inc(amount)
+    elif name == "upstream_goaways":
+        UPSTREAM_GO_AWAYS.inc(amount)
     elif name.startswith("stalls_"):
         AGENT_STALLS.labels(name.removeprefix("stalls_")).inc(amount)
     elif name in AGENT_HEALTH_NAMES:
