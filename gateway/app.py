@@ -28,6 +28,7 @@ from gateway.calls.admission import Admission
 from gateway.calls.call import CallLimits
 from gateway.calls.manager import CallManager
 from gateway.calls.service import CallService
+from gateway.cluster.fleet import add_fleet
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
@@ -115,6 +116,8 @@ def create_app(
             await cluster.close()
 
         app.on_cleanup.append(close_cluster)
+    if settings.redis_url is not None:  # one instance of several (docs/deploy.md §7)
+        service = add_fleet(app, settings, manager, service)
     app[signaling.CALLS_KEY] = service
 
     async def hang_up_all(_: web.Application) -> None:

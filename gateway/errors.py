@@ -178,6 +178,18 @@ class AgentUnavailable(GatewayError, code="agent_unavailable", http_status=503, 
     """The agent could not start (bad credentials, unknown model, unreachable)."""
 
 
+class RegistryUnavailable(
+    GatewayError, code="registry_unavailable", http_status=503, retry_after_s=5
+):
+    """The fleet's registry (Redis) cannot say which instance owns a call that is not
+    on this one; calls on this instance, and new calls, still work."""
+
+
+class OwnerUnavailable(GatewayError, code="owner_unavailable", http_status=503, retry_after_s=2):
+    """The instance that owns the call did not answer a forwarded request (it stopped
+    or is stuck: its calls leave the registry when its heartbeat lapses)."""
+
+
 class WorkerUnavailable(GatewayError, code="worker_unavailable", http_status=503):
     """Another worker process did not answer in time (it is restarting or stuck)."""
 

@@ -80,6 +80,11 @@ class CallManager:
             )
         ]
 
+    def call_ids(self) -> list[str]:
+        """The ids of this process's calls (the fleet registry maps each to this
+        instance)."""
+        return list(self._calls)
+
     async def accept_offer(
         self,
         offer_sdp: str,
