@@ -29,6 +29,7 @@ const state = {
   meter: null,
   muted: false,
   sessionId: null,     // kept across reconnects so the conversation continues
+  moving: null,        // the call a draining gateway asked to move (going_away)
   attempt: 0,
   fallback: params.get("transport") === "ws" || !("RTCPeerConnection" in window),
   timers: new Set(),
@@ -289,6 +290,66 @@ function networkChanged() {
   connect();
 }
 
+/** The gateway drains (docs/protocol.md, `going_away`): it hangs this call up in
+ * `deadline_s`. The call moves before then, make-before-break: a new offer continuing
+ * the session, through the same URL (a load balancer gives it to an instance that
+ * takes calls), while the old call keeps playing; once the new one connects, the old
+ * one is hung up. While offers are refused (no other instance answers yet), the page
+ * says so and keeps trying until the deadline; after it, the usual reconnection. */
+function goingAway(call, message) {
+  if (state.moving === call || !call.live || !state.mode) return;
+  state.moving = call;
+  state.sessionId = message.session_id ?? state.sessionId;
+  const deadline = performance.now() + 1000 * (Number(message.deadline_s) || 0);
+  ui.notice("This server is shutting down; moving the call to another one…", "info",
+            { untilConnected: true });
+  moveCall(call, deadline);
+}
+
+async function moveCall(old, deadline) {
+  if (state.call !== old || !state.mode) return;  // hung up, or already reconnecting
+  let next = null;
+  try {
+    const token = await callToken();
+    const servers = state.fallback ? [] : await iceServers(token);
+    if (state.call !== old || !state.mode) return;
+    next = newCall(token, servers);
+    window.gatewayClient.moving = next;
+    await Promise.race([next.start().then(() => connected(next)), timeout(CONNECT_TIMEOUT_MS)]);
+  } catch (error) {
+    next?.hangUp();
+    const leftMs = deadline - performance.now();
+    if (state.call !== old || !state.mode || leftMs <= 0) return;
+    const waitMs = Math.min(1000 * (error.retryAfterS || 1), leftMs);
+    const why = error.code === "draining" ? "" : ` (${error.message || error.kind})`;
+    ui.notice(`This server is shutting down and no other server took the call yet${why}. ` +
+              `Trying again; ${Math.ceil(leftMs / 1000)} s left on this one…`, "info",
+              { untilConnected: true });
+    later(() => moveCall(old, deadline), waitMs);
+    return;
+  }
+  if (state.call !== old || !state.mode) {
+    next.hangUp();
+    return;
+  }
+  switchTo(old, next);
+}
+
+function switchTo(old, next) {
+  state.call = next;
+  window.gatewayClient.call = next;
+  window.gatewayClient.moving = null;
+  next.live = true;
+  old.live = false;
+  old.hangUp();
+  state.attempt = 0;
+  ui.setConnection("connected");
+  ui.clearNoticeOnConnect();
+  ui.system("The server went away; the call moved to another one.");
+  flushPendingText();
+  pollAgent(next);
+}
+
 function onCallState(call, callState) {
   if (state.call !== call || !call.live) return;
   if (callState === "disconnected") {
@@ -327,6 +388,9 @@ function onMessage(call, message) {
       break;
     case MSG.ERROR:
       onError(call, message);
+      break;
+    case MSG.GOING_AWAY:
+      goingAway(call, message);
       break;
   }
 }
@@ -427,6 +491,6 @@ function wireControls() {
   navigator.connection?.addEventListener?.("change", networkChanged);
 }
 
-window.gatewayClient = { call: null, state };
+window.gatewayClient = { call: null, moving: null, state };
 wireControls();
 endCall();

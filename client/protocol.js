@@ -12,6 +12,7 @@ export const MSG = Object.freeze({
   TURN_COMPLETE: "turn_complete", // gateway -> client
   INTERRUPTED: "interrupted",     // gateway -> client, the caller barged in
   ERROR: "error",                 // gateway -> client
+  GOING_AWAY: "going_away",       // gateway -> client, the gateway drains: move the call
 });
 
 /** Error codes the client explains to the user. */

@@ -250,6 +250,7 @@ class AdkAgentSession:
             )
             await asyncio.sleep(delay)
             self.reconnects += 1
+            COUNTERS.add("upstream_reconnects")
 
     async def _run_once(self) -> tuple[bool, UpstreamFailure | None]:
         """One `run_live`: (whether it delivered any event, why it failed or None)."""
@@ -349,6 +350,10 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _count_go_away() -> None:
+    COUNTERS.add("upstream_goaways")
+
+
 class AdkAgentConnector:
     """Opens one ADK live session per call against one agent and session service."""
 
@@ -367,6 +372,7 @@ class AdkAgentConnector:
         self.session_service = session_service
         self.app_name = app_name
         self.live = live or LiveSettings()
+        _adk.watch_go_aways(_count_go_away)
         self.plan = plan_for_agent(agent, self.live)
         apply_to_agent(agent, self.plan)
         self._run_config_factory = run_config_factory or live_run_config_factory(

@@ -33,11 +33,20 @@ from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
 from gateway.forwarded import TrustedProxies
+from gateway.http_server import BEFORE_STOP_KEY
 from gateway.metrics.counters import COUNTERS
+from gateway.metrics.exposition import add_metrics_route
+from gateway.metrics.instruments import count_event
+from gateway.ops.drain import Drain, add_drain
+from gateway.ops.readiness import READINESS_KEY, Readiness, add_readiness
 from gateway.rtc import ice
 from gateway.rtc.ice_policy import IcePolicy
 from gateway.rtc.ice_servers import IceServers
-from gateway.websocket_transport import add_bidi_demo_routes, add_websocket_routes
+from gateway.websocket_transport import (
+    WebSocketTransport,
+    add_bidi_demo_routes,
+    add_websocket_routes,
+)
 
 if TYPE_CHECKING:
     from gateway.agent_bridge import AdkAgentConnector
@@ -116,11 +125,42 @@ def create_app(
 
     app.on_shutdown.append(hang_up_all)
     signaling.add_routes(app)
-    add_websocket_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
-    add_bidi_demo_routes(app, CONNECTOR_KEY, admission=admission, limits=limits)
+    transports = [
+        add_websocket_routes(app, CONNECTOR_KEY, admission=admission, limits=limits),
+        add_bidi_demo_routes(app, CONNECTOR_KEY, admission=admission, limits=limits),
+    ]
+    _add_operations(app, settings, manager, transports, member)
     _add_client_routes(app)
     allow_cross_origin(app, settings.allowed_origins)
     return app
+
+
+def _add_operations(
+    app: web.Application,
+    settings: Settings,
+    manager: CallManager,
+    transports: list[WebSocketTransport],
+    member: Membership | None,
+) -> None:
+    """`/readyz`, the drain (`POST /admin/drain`, and after SIGTERM: `BEFORE_STOP_KEY`)
+    and `/metrics`, over every worker of the gateway."""
+    service = app[signaling.CALLS_KEY]
+    readiness = Readiness(
+        service.workers, expected_workers=1 if member is None else len(member.shares)
+    )
+    add_readiness(app, readiness)
+    drain = Drain(
+        timeout_s=settings.drain_timeout,
+        admission=manager.admission,
+        readiness=readiness,
+        calls=manager,
+        transports=transports,
+        on_draining=None if member is None else member.set_draining,
+    )
+    add_drain(app, drain)
+    app[BEFORE_STOP_KEY] = drain.run
+    COUNTERS.on_add = count_event
+    add_metrics_route(app, service.workers)
 
 
 def ice_servers(settings: Settings) -> IceServers:
@@ -238,6 +278,28 @@ async def check_live_api(connector: AdkAgentConnector) -> None:
     raise StartupError(message)
 
 
+#: The conversation `/readyz` looks up in the session store: none has this id.
+READINESS_PROBE_ID = "readyz-probe"
+
+
+def add_store_readiness(app: web.Application, connector: AdkAgentConnector) -> None:
+    """`/readyz` checks that the session store answers: one lookup of a conversation
+    that does not exist (one round trip; None is the answer when the store works).
+    The reason names the error's type only: a store URL may carry a password."""
+
+    async def session_store() -> None:
+        try:
+            await connector.session_service.get_session(
+                app_name=connector.app_name,
+                user_id=READINESS_PROBE_ID,
+                session_id=READINESS_PROBE_ID,
+            )
+        except Exception as exc:  # boundary: any failure means "not ready"
+            raise RuntimeError(f"the session store failed ({type(exc).__name__})") from None
+
+    app[READINESS_KEY].add_check("session_store", session_store)
+
+
 def freeze_startup_heap() -> None:
     """Keep the collector off the objects start-up made (ADK, pydantic, google-genai:
     ~150,000). A full collection walks them all, ~45 ms with the whole process
@@ -251,6 +313,8 @@ def add_adk_lifecycle(app: web.Application, connector: AdkAgentConnector) -> Non
     """Check the session store and the Gemini Live API at start-up (fail fast on what
     cannot work); close runner and store at exit."""
     from gateway.adk.sessions import check_session_service, close_session_service
+
+    add_store_readiness(app, connector)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await check_session_service(connector.session_service, app_name=connector.app_name)

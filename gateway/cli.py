@@ -9,6 +9,9 @@ where it runs.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -75,10 +78,14 @@ def _serve_in_this_process(settings: Settings) -> None:
     from gateway.adk.sessions import SessionStoreError
     from gateway.app import add_adk_lifecycle, create_app, load_adk_connector
     from gateway.http_server import serve
+    from gateway.ops.drain import DRAIN_KEY
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)
     add_adk_lifecycle(app, connector)
+    drain = app[DRAIN_KEY]  # POST /admin/drain: the same SIGTERM an operator sends
+    drain.request_stop = functools.partial(os.kill, os.getpid(), signal.SIGTERM)
+    drain.cut_short_signals = (signal.SIGTERM, signal.SIGINT)
     try:
         serve(app, settings)
     except SessionStoreError as exc:  # raised by the start-up check of the store

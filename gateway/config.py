@@ -315,6 +315,15 @@ class Settings(BaseModel):
         "empty: the peer address is the client.",
     )
 
+    # Issue 14 (many machines): readiness and drain. docs/operations.md.
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds a draining gateway (SIGTERM, POST /admin/drain) gives its "
+        "callers to end or move their calls before it hangs up the rest and exits.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _capacity_from_workers(cls, data: Any) -> Any:

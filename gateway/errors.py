@@ -194,6 +194,11 @@ class WorkerUnavailable(GatewayError, code="worker_unavailable", http_status=503
     """Another worker process did not answer in time (it is restarting or stuck)."""
 
 
+class Draining(GatewayError, code="draining", http_status=503, retry_after_s=1):
+    """The gateway is draining (SIGTERM, `POST /admin/drain`): it takes no new calls.
+    Retry at once elsewhere: behind a load balancer the retry reaches another instance."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorReply:
     """An error as a client sees it, on any transport."""

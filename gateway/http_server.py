@@ -32,7 +32,7 @@ import resource
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -47,6 +47,9 @@ from gateway.tls import server_context
 
 logger = logging.getLogger(__name__)
 
+#: What the app does between the stop signal and the server's clean-up, while it
+#: still accepts connections (the drain, gateway/ops/drain.py), if it has this key.
+BEFORE_STOP_KEY: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("before_stop")
 #: Bound on in-flight requests at shutdown (calls are hung up separately).
 SHUTDOWN_TIMEOUT_S = 5.0
 #: After a response to a request whose body was not all read (413, 408, a handler
@@ -332,5 +335,7 @@ async def _serve(
             settings.agent,
         )
         await stop.wait()
+        if BEFORE_STOP_KEY in app:
+            await app[BEFORE_STOP_KEY]()
     finally:
         await server.cleanup()

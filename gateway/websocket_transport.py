@@ -20,6 +20,9 @@ either ends, the other is cancelled. A bad client frame gets an error reply and 
 socket carries on. Errors that end the socket close it with code 4000 + the error's
 HTTP status (4404 unknown session, 4429 too many, 4503 at capacity or agent
 unavailable) after an error frame saying why; an agent failure closes 1011.
+When the gateway drains (gateway/ops/drain.py), every open socket gets the
+protocol's `going_away` frame, and the ones still open at the deadline are closed
+with 1001 ("going away", RFC 6455 §7.4.1).
 
 May import aiohttp and the project's agent seam, errors and protocols; never ADK
 or aiortc.
@@ -31,6 +34,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import time
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
@@ -41,6 +45,7 @@ from gateway.calls.admission import Admission
 from gateway.calls.call import TEXT_TURN_BURST, CallLimits
 from gateway.errors import GatewayError, RateLimited, error_reply
 from gateway.metrics.counters import COUNTERS
+from gateway.metrics.instruments import CALL_DURATION, CALLS_REFUSED
 from gateway.signaling import error_response
 from gateway.wire.bidi_demo import BIDI_DEMO_PROTOCOL
 from gateway.wire.seed_websocket import SEED_PROTOCOL
@@ -82,6 +87,33 @@ class WebSocketTransport:
         self.rejected_frames = 0
         #: Sockets with an agent session open now.
         self.open_sockets = 0
+        #: Those sockets, their encoder and conversation (to tell them `going_away`).
+        self._live: dict[web.WebSocketResponse, tuple[FrameEncoder, str]] = {}
+        #: Sockets whose agent session opened (a failure before is a refused set-up).
+        self._answered: set[str] = set()
+        #: Loop time a draining gateway closes its sockets at (None: not draining).
+        self._going_away_at: float | None = None
+
+    async def going_away(self, deadline_s: float) -> int:
+        """The gateway drains: tell every open socket it closes in `deadline_s`; how
+        many were told (a socket opening now is told once its session is open)."""
+        self._going_away_at = asyncio.get_running_loop().time() + deadline_s
+        live = list(self._live.items())
+        await asyncio.gather(*(self._tell_going_away(ws, *item) for ws, item in live))
+        return len(live)
+
+    async def close_all(self) -> None:
+        """Close every open socket with 1001 (the drain's deadline has come)."""
+        await asyncio.gather(
+            *(_close(ws, WSCloseCode.GOING_AWAY, "gateway going away") for ws in list(self._live))
+        )
+
+    async def _tell_going_away(
+        self, ws: web.WebSocketResponse, encoder: FrameEncoder, session_id: str
+    ) -> None:
+        if self._going_away_at is not None:
+            left_s = max(0.0, self._going_away_at - asyncio.get_running_loop().time())
+            await _send(ws, encoder.going_away(session_id, left_s))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Who asks and from which page are checked before the upgrade (an HTTP 401 or
@@ -93,6 +125,7 @@ class WebSocketTransport:
             principal = await auth.principal(request, user_id=params.user_id, websocket=True)
             session_id = granted_session(principal, params.session_id)
         except GatewayError as exc:
+            CALLS_REFUSED.labels(exc.code).inc()
             return error_response(exc)
         ws = web.WebSocketResponse(
             heartbeat=HEARTBEAT_S,
@@ -117,6 +150,8 @@ class WebSocketTransport:
                 ticket.release()
         except Exception as exc:  # boundary: the socket ends with a reason, never the app
             reply = error_reply(exc)
+            if socket_id not in self._answered and isinstance(exc, GatewayError):
+                CALLS_REFUSED.labels(reply.code).inc()  # refused before its session opened
             if reply.unexpected:
                 logger.exception("ws %s: failed", socket_id)
             else:
@@ -124,6 +159,7 @@ class WebSocketTransport:
             await _send(ws, encoder.error(reply.code, reply.message, fatal=True))
             await _close(ws, reply.websocket_close_code, reply.code)
         finally:
+            self._answered.discard(socket_id)
             await _close(ws, WSCloseCode.OK, "")
             logger.info("ws %s: closed", socket_id)
         return ws
@@ -157,13 +193,20 @@ class WebSocketTransport:
                 )
                 if greeting is not None:
                     await ws.send_str(greeting)
+                self._answered.add(socket_id)
+                self._live[ws] = (encoder, session.session_id)
+                await self._tell_going_away(ws, encoder, session.session_id)
+                opened = time.monotonic()
                 try:
                     async with asyncio.timeout(self._limits.max_call_s):
                         await self._pump(ws, session, encoder, socket_id)
                 except TimeoutError:
                     COUNTERS.add("ended_max_length")
                     await _close(ws, WSCloseCode.OK, "maximum session length reached")
+                finally:
+                    CALL_DURATION.labels("websocket").observe(time.monotonic() - opened)
         finally:
+            self._live.pop(ws, None)
             self.open_sockets -= 1
 
     async def _pump(

@@ -7,6 +7,10 @@
 2. The Live API client of a `Gemini` model (`Gemini._live_api_client`): the
    pre-answer check (`adk/preflight.py`) opens one Live connection with exactly the
    client (credentials, endpoint, TLS settings) ADK's own `connect()` will use.
+3. ADK's log line on a goAway (`google/adk/live/_live_llm_flow.py`: "Received go
+   away signal"): ADK reconnects by itself inside `run_live` and yields nothing,
+   so its INFO record is the one sign of a goAway; `watch_go_aways` counts them
+   (the `gateway_upstream_goaways_total` metric).
 
 `shape_problems()` lists what no longer matches in the installed ADK;
 `tests/test_seams.py` fails on any. Imports google.adk and google.genai only.
@@ -16,13 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+from collections.abc import Callable
 
 from google.adk.agents.live_request_queue import LiveRequestQueue
+from google.adk.live import _live_llm_flow
 from google.adk.models.google_llm import Gemini
 from google.genai import Client
 
 _QUEUE_ATTR = "_queue"
 _LIVE_CLIENT_ATTR = "_live_api_client"
+_GO_AWAY_LOGGER = "google_adk.google.adk.live._live_llm_flow"
+_GO_AWAY_PREFIX = "Received go away signal"
 
 
 def queued_requests(queue: LiveRequestQueue) -> int:
@@ -37,6 +46,31 @@ def live_api_client(model: Gemini) -> Client:
     return client
 
 
+class _GoAwayWatch(logging.Filter):
+    """Hears ADK's goAway log record; lets records through only where the
+    configuration would have (the logger's level was lowered to see INFO)."""
+
+    def __init__(self, on_go_away: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_go_away = on_go_away
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(_GO_AWAY_PREFIX):
+            self.on_go_away()
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+def watch_go_aways(on_go_away: Callable[[], None]) -> None:
+    """Call `on_go_away` on every goAway ADK's live flow handles (the last call wins)."""
+    flow_logger = logging.getLogger(_GO_AWAY_LOGGER)
+    for existing in flow_logger.filters:
+        if isinstance(existing, _GoAwayWatch):
+            existing.on_go_away = on_go_away
+            return
+    flow_logger.addFilter(_GoAwayWatch(on_go_away))
+    flow_logger.setLevel(min(flow_logger.getEffectiveLevel(), logging.INFO))
+
+
 def shape_problems() -> list[str]:
     """What in the installed ADK no longer matches the touches above (empty: all do)."""
     problems = []
@@ -49,4 +83,9 @@ def shape_problems() -> list[str]:
         problems.append("Gemini has no _live_api_client any more")
     elif f"self.{_LIVE_CLIENT_ATTR}.aio.live.connect(" not in inspect.getsource(Gemini.connect):
         problems.append("Gemini.connect no longer opens its session with _live_api_client")
+    flow_source = inspect.getsource(_live_llm_flow)
+    if _live_llm_flow.logger.name != _GO_AWAY_LOGGER or (
+        f"logger.info(f'{_GO_AWAY_PREFIX}" not in flow_source
+    ):
+        problems.append("ADK's live flow no longer logs goAway as the gateway expects")
     return problems

@@ -3,9 +3,10 @@
 A call and a WebSocket session each hold a live agent session, so both count
 against the process's share of `max_calls`, and against the per-user limit
 (`calls_per_user`). `acquire` refuses with `AtCapacity` (503) or
-`TooManySessions` (429), and returns a `Ticket` that gives the place back once.
-The number in use is reported to `on_count` (the workers' load board).
-Standard library and the gateway's errors and counters only.
+`TooManySessions` (429), or `Draining` (503) once the process drains, and returns
+a `Ticket` that gives the place back once. The number in use is reported to
+`on_count` (the workers' load board) and to the `gateway_calls_live` gauge.
+Standard library and the gateway's errors, counters and instruments only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.errors import AtCapacity, TooManySessions
+from gateway.errors import AtCapacity, Draining, TooManySessions
 from gateway.metrics.counters import COUNTERS
+from gateway.metrics.instruments import CALLS_ADMITTED, CALLS_LIVE
 
 
 class Ticket:
@@ -46,8 +48,12 @@ class Admission:
         self._on_count = on_count
         self._by_user: Counter[str] = Counter()
         self.in_use = 0
+        #: Set when the process drains (gateway/ops/drain.py): nothing more is admitted.
+        self.draining = False
 
     def acquire(self, user_id: str, *, exempt: bool = False) -> Ticket:
+        if self.draining:
+            raise Draining("the gateway is draining; call again (another instance answers)")
         if self.in_use >= self.capacity:
             raise AtCapacity("the gateway is at capacity; try again shortly")
         if not exempt and self.per_user is not None and self._by_user[user_id] >= self.per_user:
@@ -57,6 +63,7 @@ class Admission:
             )
         self.in_use += 1
         self._by_user[user_id] += 1
+        CALLS_ADMITTED.inc()
         self._changed()
         return Ticket(self, user_id)
 
@@ -68,5 +75,6 @@ class Admission:
         self._changed()
 
     def _changed(self) -> None:
+        CALLS_LIVE.set(self.in_use)
         if self._on_count is not None:
             self._on_count(self.in_use)

@@ -41,6 +41,7 @@ from gateway.errors import (
 )
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.metrics.counters import COUNTERS
+from gateway.metrics.instruments import CALL_DURATION
 from gateway.rtc import peer_connection
 from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
 from gateway.rtc.offer_shape import ice_credentials
@@ -117,6 +118,8 @@ class Call:
         self._hangup_requested = asyncio.Event()
         self._hangup_reason: str | None = None
         self._connection_changed = asyncio.Event()
+        #: Loop time the draining gateway hangs up at, once told (`going_away`).
+        self._going_away_at: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -166,6 +169,20 @@ class Call:
             )
         )
         await self.hang_up("moved to a newer call")
+
+    def going_away(self, deadline_s: float) -> None:
+        """The gateway drains: tell the caller (`going_away`, docs/protocol.md) that
+        this call is hung up in `deadline_s`, so it re-offers with its session id (to
+        another instance) first. A call not answered yet is told once it is."""
+        if self._going_away_at is None:
+            self._going_away_at = asyncio.get_running_loop().time() + deadline_s
+        self._tell_going_away()
+
+    def _tell_going_away(self) -> None:
+        if self._going_away_at is None or self.session_id is None:
+            return
+        left_s = max(0.0, self._going_away_at - asyncio.get_running_loop().time())
+        self._channel.send(data_channel.going_away_message(self.session_id, left_s))
 
     async def hang_up(self, reason: str = "caller hung up") -> None:
         """End the call and wait (bounded) until it has released everything."""
@@ -235,7 +252,12 @@ class Call:
                 Answer(self.call_id, agent.session_id, answer_sdp, ice_tag=self.ice_tag)
             )
             logger.info("call %s answered", self.call_id)
-            reason = await self._run_tasks(pc, agent)
+            self._tell_going_away()  # the gateway began draining while this call connected
+            answered = time.monotonic()
+            try:
+                reason = await self._run_tasks(pc, agent)
+            finally:
+                CALL_DURATION.labels("webrtc").observe(time.monotonic() - answered)
         if self._channel.dropped_out or self._channel.dropped_in:
             logger.info("call %s dropped %d outgoing and %d incoming messages", self.call_id,
                         self._channel.dropped_out, self._channel.dropped_in)  # fmt: skip

@@ -74,7 +74,11 @@ class CallManager:
         return self.admission.in_use
 
     def workers(self) -> list[WorkerLoad]:
-        return [WorkerLoad(os.getpid(), self.live_calls, COUNTERS.values())]
+        return [
+            WorkerLoad(
+                os.getpid(), self.live_calls, COUNTERS.values(), draining=self.admission.draining
+            )
+        ]
 
     def call_ids(self) -> list[str]:
         """The ids of this process's calls (the fleet registry maps each to this
@@ -157,6 +161,13 @@ class CallManager:
     async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
         """End a call and wait (bounded) until it has released everything."""
         await self._owned(call_id, requester).hang_up("caller hung up")
+
+    def going_away(self, deadline_s: float) -> int:
+        """Tell every call's caller the gateway hangs up in `deadline_s` (drain); how
+        many calls were told (a call still connecting is told once it is answered)."""
+        for call in self._calls.values():
+            call.going_away(deadline_s)
+        return len(self._calls)
 
     async def close(self) -> None:
         """Hang up every call (gateway shutdown), bounded in time."""

@@ -53,6 +53,8 @@ class WorkerLoad:
     pid: int
     calls: int
     counters: tuple[int, ...] = ()
+    #: Whether it drains (takes no new calls; gateway/ops/drain.py).
+    draining: bool = False
 
 
 class CallService(Protocol):

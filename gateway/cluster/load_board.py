@@ -1,5 +1,5 @@
-"""The workers' load board: each worker's pid, live calls and agent-health counters, in
-memory they all share.
+"""The workers' load board: each worker's pid, live calls, whether it drains, and its
+agent-health counters, in memory they all share.
 
 The supervisor creates it (an unlinked temporary file, so nothing is left behind)
 and hands its descriptor to every worker, which maps it. Each slot has one writer:
@@ -21,8 +21,9 @@ from gateway.calls.service import WorkerLoad
 from gateway.metrics.counters import COUNTER_NAMES
 
 _COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}q")
-_SLOT = struct.Struct(f"=qq{len(COUNTER_NAMES)}q")  # pid (0: not serving), calls, counters
-_PID = _CALLS = struct.Struct("=q")
+#: pid (0: not serving), calls, draining (0 or 1), counters
+_SLOT = struct.Struct(f"=qqq{len(COUNTER_NAMES)}q")
+_PID = _CALLS = _DRAINING = struct.Struct("=q")
 
 
 class LoadBoard:
@@ -48,16 +49,20 @@ class LoadBoard:
     def set_calls(self, index: int, calls: int) -> None:
         _CALLS.pack_into(self._map, index * _SLOT.size + _PID.size, calls)
 
+    def set_draining(self, index: int) -> None:
+        """Worker `index` drains: it takes no new calls (gateway/ops/drain.py)."""
+        _DRAINING.pack_into(self._map, index * _SLOT.size + 2 * _PID.size, 1)
+
     def set_counters(self, index: int, counters: tuple[int, ...]) -> None:
-        _COUNTERS.pack_into(self._map, index * _SLOT.size + 2 * _PID.size, *counters)
+        _COUNTERS.pack_into(self._map, index * _SLOT.size + 3 * _PID.size, *counters)
 
     def clear(self, index: int) -> None:
-        _SLOT.pack_into(self._map, index * _SLOT.size, *([0] * (2 + len(COUNTER_NAMES))))
+        _SLOT.pack_into(self._map, index * _SLOT.size, *([0] * (3 + len(COUNTER_NAMES))))
 
     def slot(self, index: int) -> WorkerLoad | None:
         """The worker at `index`, or None while it is not serving."""
-        pid, calls, *counters = _SLOT.unpack_from(self._map, index * _SLOT.size)
-        return WorkerLoad(pid, calls, tuple(counters)) if pid else None
+        pid, calls, draining, *counters = _SLOT.unpack_from(self._map, index * _SLOT.size)
+        return WorkerLoad(pid, calls, tuple(counters), draining=bool(draining)) if pid else None
 
     def serving(self) -> dict[int, WorkerLoad]:
         """Every serving worker by index."""

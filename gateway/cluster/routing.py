@@ -33,7 +33,13 @@ from gateway.calls.call_ids import call_owner
 from gateway.calls.manager import CallManager
 from gateway.calls.service import ANSWER_TIMEOUT_S, HANGUP_TIMEOUT_S, Answer, WorkerLoad
 from gateway.cluster.load_board import LoadBoard
-from gateway.errors import AtCapacity, GatewayError, UnknownCall, WorkerUnavailable
+from gateway.errors import (
+    AtCapacity,
+    Draining,
+    GatewayError,
+    UnknownCall,
+    WorkerUnavailable,
+)
 from gateway.metrics.counters import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,9 @@ class Membership:
 
     def count_counters(self, counters: tuple[int, ...]) -> None:
         self.board.set_counters(self.index, counters)
+
+    def set_draining(self) -> None:
+        self.board.set_draining(self.index)
 
 
 class ClusterCalls:
@@ -131,6 +140,8 @@ class ClusterCalls:
             if session_id is not None:  # the answering worker ends its own older calls
                 self._announce_move(index, user_id, answer.session_id, answer.call_id)
             return answer
+        if self._local.admission.draining:  # every worker drains together
+            raise Draining("the gateway is draining; call again (another instance answers)")
         raise AtCapacity("the gateway is at capacity; try again shortly")
 
     async def add_candidates(
@@ -199,7 +210,7 @@ class ClusterCalls:
         me = self._member.index
         ranked = []
         for index, load in enumerate(self._slots()):
-            if load is None:
+            if load is None or load.draining:
                 continue
             calls = load.calls + self._placing[index]
             share = self._member.shares[index]
@@ -212,7 +223,10 @@ class ClusterCalls:
         from its calls, the fresher reading."""
         slots = [self._member.board.slot(i) for i in range(len(self._member.shares))]
         slots[self._member.index] = WorkerLoad(
-            os.getpid(), self._local.live_calls, COUNTERS.values()
+            os.getpid(),
+            self._local.live_calls,
+            COUNTERS.values(),
+            draining=self._local.admission.draining,
         )
         return slots
 

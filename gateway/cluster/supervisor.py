@@ -8,8 +8,12 @@ Worker 0 starts alone and checks (creating) the session store before its sibling
 start, so they never race to create its tables. A worker that fails to start stops
 the gateway with the worker's reason; one that dies later is logged and restarted,
 at most `MAX_RESTARTS` times in `RESTART_WINDOW_S` before the gateway gives up.
-SIGINT/SIGTERM/SIGHUP stop every worker gracefully (calls hung up), bounded by
-`STOP_TIMEOUT_S`; workers also stop by themselves when this process dies.
+SIGINT/SIGTERM/SIGHUP drain every worker (gateway/ops/drain.py: no new calls,
+callers told to move, up to `drain_timeout`), then stop them (calls hung up),
+bounded by `drain_timeout` + `STOP_TIMEOUT_S`; a second signal is passed on, which
+cuts the drain short. Workers also stop by themselves when this process dies.
+Metrics: the workers share a private `PROMETHEUS_MULTIPROC_DIR` made here
+(gateway/metrics/exposition.py says why); a dead worker's live gauges are removed.
 
 Also the worker's start-up contract (`WorkerSpec`, the status pipe). Stays light: imports
 settings, the load board and the stdlib, never aiohttp, aiortc or ADK.
@@ -47,6 +51,12 @@ STOP_TIMEOUT_S = 15.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 RESTART_DELAY_S = 1.0
+#: prometheus-client's multiprocess directory, inside the private socket directory.
+METRICS_DIR = "metrics"
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The multiprocess modes whose values are the live processes' only: a dead worker's
+#: files of these go (as prometheus_client.multiprocess.mark_process_dead does).
+LIVE_GAUGE_MODES = ("liveall", "livemin", "livemax", "livesum", "livemostrecent")
 LISTEN_BACKLOG = socket.SOMAXCONN
 
 
@@ -98,6 +108,7 @@ def run_workers(settings: Settings) -> None:
     board = LoadBoard.create(workers)
     try:
         with tempfile.TemporaryDirectory(prefix="adk-gateway-") as socket_dir:
+            (Path(socket_dir) / METRICS_DIR).mkdir(mode=0o700)
             supervisor = Supervisor(settings, shares, sockets, board, Path(socket_dir))
             asyncio.run(supervisor.run())
     finally:
@@ -232,7 +243,11 @@ class Supervisor:
                 sys.executable, "-m", "gateway.cluster.worker_process",
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(*spec.listen_fds, spec.board_fd, write_fd),
-                env={**os.environ, SPEC_ENV: spec.to_json()},
+                env={
+                    **os.environ,
+                    SPEC_ENV: spec.to_json(),
+                    MULTIPROC_DIR_ENV: str(self._socket_dir / METRICS_DIR),
+                },
             )  # fmt: skip
         finally:
             os.close(write_fd)
@@ -258,6 +273,7 @@ class Supervisor:
         while True:
             process = self._processes[index]
             status = await process.wait()
+            self._forget_live_gauges(process.pid)
             if self._stopping:
                 return
             self._board.clear(index)
@@ -278,16 +294,34 @@ class Supervisor:
             except StartupError as exc:
                 logger.error("worker %d did not restart: %s", index, exc)
 
+    def _forget_live_gauges(self, pid: int) -> None:
+        for mode in LIVE_GAUGE_MODES:
+            with contextlib.suppress(FileNotFoundError):
+                (self._socket_dir / METRICS_DIR / f"gauge_{mode}_{pid}.db").unlink()
+
     async def _stop_all(self) -> None:
-        """SIGTERM to every worker (graceful), SIGKILL to those still there after
-        `STOP_TIMEOUT_S`."""
+        """SIGTERM to every worker (it drains, then stops), again on each further
+        signal (the drain is cut short); SIGKILL to those still there after
+        `drain_timeout` + `STOP_TIMEOUT_S`."""
         running = [p for p in self._processes.values() if p.returncode is None]
-        for process in running:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+        if running:
+            logger.info("draining %d workers (up to %g s)", len(running),
+                        self._settings.drain_timeout)  # fmt: skip
+
+        def terminate() -> None:
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, terminate)
+        terminate()
         waits = [process.wait() for process in running]
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), STOP_TIMEOUT_S)
+            await asyncio.wait_for(
+                asyncio.gather(*waits), self._settings.drain_timeout + STOP_TIMEOUT_S
+            )
         except TimeoutError:
             for process in running:
                 if process.returncode is None:

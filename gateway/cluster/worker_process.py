@@ -5,9 +5,9 @@ serves the whole gateway app on the inherited listening socket(s) (through
 `gateway.http_server`, as a one-process gateway does), its own calls to
 its siblings on a unix socket, marks itself on the load board, then says `ready`
 on the status pipe (or the reason it cannot start, and exits 1). SIGTERM
-stops it gracefully; so does its supervisor's death (PR_SET_PDEATHSIG on Linux, and
-a poll of the parent pid everywhere). The composition root of a worker: imports
-everything.
+drains it (gateway/ops/drain.py), then stops it; its supervisor's death stops it
+at once (PR_SET_PDEATHSIG on Linux, and a poll of the parent pid everywhere).
+The composition root of a worker: imports everything.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -35,6 +36,7 @@ from gateway.config import Settings
 from gateway.errors import StartupError
 from gateway.http_server import AccessLogger, HttpLimits, PublicServer, tls_context
 from gateway.logs import configure_logging
+from gateway.ops.drain import DRAIN_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,12 @@ class _Stop:
         self.event.set()
 
 
+def _orphaned(stop: _Stop, cut_drain_short: Callable[[], None]) -> None:
+    """The supervisor died: stop, without waiting out a drain in progress."""
+    stop(orphaned=True)
+    cut_drain_short()
+
+
 async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnector) -> None:
     from gateway.adk.sessions import SessionStoreError
 
@@ -98,6 +106,9 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     member = Membership(spec.index, spec.shares, Path(spec.socket_dir), board)
     app = create_app(settings, connector, member)
     add_adk_lifecycle(app, connector)
+    drain = app[DRAIN_KEY]  # POST /admin/drain: SIGTERM to the supervisor drains all
+    drain.request_stop = functools.partial(os.kill, spec.parent_pid, signal.SIGTERM)
+    drain.cut_short_signals = (signal.SIGTERM,)
     public = PublicServer(
         app,
         HttpLimits.from_settings(settings, member.share),
@@ -111,7 +122,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     stop = _Stop()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop)
-    loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(stop, orphaned=True))
+    loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(_orphaned, stop, drain.cut_short))
     socket_path = member.socket_path(spec.index)
     ssl_context = tls_context(settings)  # StartupError: reported, as any other
     try:
@@ -126,6 +137,8 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
         board.set_serving(spec.index, os.getpid())
         report_status(spec.status_fd, ready=os.getpid())
         await _until_stopped(stop, spec.parent_pid)
+        if not stop.orphaned:  # still accepting: /readyz says draining, offers get 503
+            await drain.run()
     finally:
         board.clear(spec.index)  # siblings stop placing calls here
         await public.cleanup()  # stops accepting, hangs up this worker's calls

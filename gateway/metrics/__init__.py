@@ -1,2 +1,3 @@
-"""What the gateway's processes use (calls, CPU, memory), for `/stats`. Standard
-library only."""
+"""What the gateway's processes use and count: `/stats` readings (standard library
+only: `counters.py`, `process_stats.py`) and the Prometheus instruments and
+`/metrics` (`instruments.py`, `exposition.py`: prometheus-client)."""

@@ -4,8 +4,9 @@ something (`limits`), and the fleet's registry and cross-instance requests (`fle
 
 One `Counters` per process (`COUNTERS`); a multi-worker gateway copies each
 worker's values into its slot of the shared load board on every change, so any
-worker can report the sum. Names are fixed here (the board's layout depends on
-them). Standard library only.
+worker can report the sum; `on_add` mirrors each addition into the Prometheus
+instruments (`instruments.count_event`, wired by the app). Names are fixed here
+(the board's layout depends on them). Standard library only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ AGENT_HEALTH_NAMES: tuple[str, ...] = (
     "rotations",
     "recovered",
     "unrecovered",
+    "upstream_reconnects",
+    "upstream_goaways",
 )
 
 
@@ -57,9 +60,12 @@ class Counters:
         self.names = names
         self._values = dict.fromkeys(names, 0)
         self.on_change: Callable[[tuple[int, ...]], None] | None = None
+        self.on_add: Callable[[str, int], None] | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
         self._values[name] += amount  # KeyError for a name not declared above
+        if self.on_add is not None:
+            self.on_add(name, amount)
         if self.on_change is not None:
             self.on_change(self.values())
 

@@ -52,7 +52,7 @@ from gateway.agent_api import (
 )
 from gateway.audio.formats import AGENT_OUTPUT_MIME, SAMPLE_BYTES
 from gateway.errors import BadRequest, InvalidMessage, UnsupportedMediaType
-from gateway.wire.data_channel import ID_PATTERN, TextMessage, is_valid_id
+from gateway.wire.data_channel import ID_PATTERN, TextMessage, going_away_fields, is_valid_id
 from gateway.wire.socket_protocol import ClientAudio, ClientItem, ClientText, SocketParams
 
 MSG_TEXT = "text"
@@ -174,6 +174,11 @@ class BidiDemoEncoder:
         """[P3]'s error event: `errorCode` is the gateway's wire code (`invalid_message`,
         `rate_limited`, `at_capacity`...); `customMetadata.fatal` says the socket ends."""
         return self._event(errorCode=code, errorMessage=message, customMetadata={"fatal": fatal})
+
+    def going_away(self, session_id: str, deadline_s: float) -> str:
+        """The gateway drains: an event with no content whose `customMetadata` is the
+        data channel's `going_away` (ADK's `Event.custom_metadata`, free-form)."""
+        return self._event(customMetadata=going_away_fields(session_id, deadline_s))
 
     def _event(self, *, author: str | None = None, **fields: Any) -> str:
         event = {

@@ -43,6 +43,7 @@ MSG_TRANSCRIPT = "transcript"
 MSG_TURN_COMPLETE = "turn_complete"
 MSG_INTERRUPTED = "interrupted"
 MSG_ERROR = "error"
+MSG_GOING_AWAY = "going_away"
 
 
 class TextMessage(BaseModel):
@@ -91,6 +92,17 @@ def session_message(call_id: str, session_id: str, mode: str) -> str:
             "mode": mode,
         }
     )
+
+
+def going_away_message(session_id: str, deadline_s: float) -> str:
+    """The gateway drains: this session's call ends in `deadline_s` seconds; the
+    caller moves by offering again with `session_id` (docs/protocol.md)."""
+    return _dump(going_away_fields(session_id, deadline_s))
+
+
+def going_away_fields(session_id: str, deadline_s: float) -> dict[str, Any]:
+    """`going_away` as a JSON object (the WebSocket protocols carry it too)."""
+    return {"type": MSG_GOING_AWAY, "session_id": session_id, "deadline_s": round(deadline_s, 1)}
 
 
 def error_message(code: str, message: str, *, fatal: bool = False) -> str:

@@ -12,6 +12,7 @@ Server to client:
     {"mime_type": "text/plain", "data": "<the next piece of the agent's words>"}
     {"turn_complete": true|false, "interrupted": true|false}
     {"type": "error", "code": ..., "message": ..., "fatal": ...}   (seed clients ignore it)
+    {"type": "going_away", "session_id": ..., "deadline_s": ...}  (draining; ignored too)
 
 With the `events=1` extension the text, transcript and turn messages are the
 data channel's JSON events instead (docs/protocol.md), so one client handles both
@@ -43,6 +44,7 @@ from gateway.wire.data_channel import (
     MAX_TEXT_CHARS,
     error_message,
     event_message,
+    going_away_message,
     is_valid_id,
     session_message,
 )
@@ -141,6 +143,10 @@ class SeedEncoder:
 
     def error(self, code: str, message: str, *, fatal: bool) -> str:
         return error_message(code, message, fatal=fatal)
+
+    def going_away(self, session_id: str, deadline_s: float) -> str:
+        """The data channel's `going_away`, with or without `events`."""
+        return going_away_message(session_id, deadline_s)
 
     def encode(self, event: AgentEvent) -> str | None:
         if isinstance(event, AgentAudio):

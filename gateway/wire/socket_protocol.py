@@ -61,6 +61,11 @@ class FrameEncoder(Protocol):
         """An error (a refused frame, or why the socket ends) as a text frame."""
         ...
 
+    def going_away(self, session_id: str, deadline_s: float) -> str:
+        """The gateway drains: the socket closes in `deadline_s`; reconnect with
+        `session_id` to continue (docs/websocket.md, docs/bidi-demo.md)."""
+        ...
+
 
 class SocketProtocol(Protocol):
     """One WebSocket wire protocol, as the transport uses it."""

@@ -27,6 +27,8 @@ from tests.support import REPO_ROOT
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+#: The gateway's `--drain-timeout` unless a test sets its own.
+DRAIN_TIMEOUT_S = 1.0
 
 
 def free_port() -> int:
@@ -77,9 +79,9 @@ async def serving(
     tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m <module> <args> --port <free>` with `env` (default: this process's),
-    until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1` come first for the
-    gateway itself (`loopback_ice=False`: no `--ice-addresses`, the default a user
-    gets); `args` can override them. `open_files` sets the process's
+    until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1 --drain-timeout 1`
+    come first for the gateway itself (`loopback_ice=False`: no `--ice-addresses`,
+    the default a user gets); `args` can override them. `open_files` sets the process's
     RLIMIT_NOFILE (soft and hard), as `ulimit -n` would. `namespace`: run it inside
     that network namespace (`ip netns exec`, root only), serving on `host` there
     (which this namespace must reach). With `tls` (a client context trusting the
@@ -88,7 +90,8 @@ async def serving(
     argv = [*args, "--port", str(port)]
     if module == "gateway":
         ice = ["--ice-addresses", "127.0.0.1"] if loopback_ice else []
-        argv = ["--host", host, *ice, *argv]
+        # A test that leaves with calls up must not wait out a 30 s drain.
+        argv = ["--host", host, *ice, "--drain-timeout", str(DRAIN_TIMEOUT_S), *argv]
     prefix = ["ip", "netns", "exec", namespace] if namespace else []
     sink = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None
     try:
