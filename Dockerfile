@@ -36,8 +36,11 @@ RUN pip install -e . \
 USER 10001:10001
 # Listen on every interface of the container (or of the node, with hostNetwork);
 # off loopback the gateway refuses to start without authentication (docs/auth.md).
+# HOME: the user has none; caches a library may write go to /tmp (an emptyDir under
+# Kubernetes, whose root file system is read-only).
 ENV GATEWAY_HOST=0.0.0.0 \
-    GATEWAY_PORT=8080
+    GATEWAY_PORT=8080 \
+    HOME=/tmp
 EXPOSE 8080
 # Exec form: python is PID 1 and gets SIGTERM itself, which starts the drain; it
 # installs its own signal handlers and reaps its worker processes.
