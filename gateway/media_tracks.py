@@ -8,6 +8,7 @@ agents: audio goes out of here as 16 kHz PCM through a callback and comes in as
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,10 @@ class AgentAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._ticks = 0  # RTP clock (48 kHz) of the next packet
         self.stats = PlayoutStats()
+        #: Told how long after a barge-in (`flush`) the first packet without the cut
+        #: reply went out.
+        self.on_barge_in_silence: Callable[[float], None] | None = None
+        self._flushed_at: float | None = None
 
     @property
     def buffered_s(self) -> float:
@@ -108,6 +113,7 @@ class AgentAudioTrack(MediaStreamTrack):
         # reply clean of it too.
         self._tail = 0
         self._encoder = OpusSpeechEncoder()
+        self._flushed_at = time.monotonic()
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -127,6 +133,10 @@ class AgentAudioTrack(MediaStreamTrack):
             self._tail -= 1
         else:
             packet = av.Packet(self._silence)
+        if self._flushed_at is not None:  # the first packet without the cut reply
+            if self.on_barge_in_silence is not None:
+                self.on_barge_in_silence(time.monotonic() - self._flushed_at)
+            self._flushed_at = None
         self.stats.frames_sent += 1
         stamped(packet, self._ticks)
         self._ticks += RTP_FRAME_TICKS

@@ -26,6 +26,7 @@ from gateway.agent_api import (
     AgentError,
     AgentInterrupted,
     AgentSession,
+    AgentText,
     Transcript,
 )
 from gateway.auth.rate_limits import TokenBucket
@@ -41,9 +42,17 @@ from gateway.errors import (
 )
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.metrics.counters import COUNTERS
-from gateway.metrics.instruments import CALL_DURATION
+from gateway.metrics.instruments import (
+    BARGE_IN_SILENCE,
+    CALL_DURATION,
+    CALL_JITTER,
+    CALL_PACKET_LOSS,
+    CALL_RTT,
+    REPLY_LATENCY,
+)
 from gateway.rtc import peer_connection
 from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
+from gateway.rtc.link_quality import link_quality
 from gateway.rtc.offer_shape import ice_credentials
 from gateway.rtc.receive_path import caller_audio_track
 from gateway.wire import data_channel
@@ -111,6 +120,9 @@ class Call:
         self._on_ended = on_ended
         self._pc: RTCPeerConnection | None = None
         self._outbound = AgentAudioTrack()
+        self._outbound.on_barge_in_silence = BARGE_IN_SILENCE.observe
+        #: When the caller's latest turn reached the agent's side, until its reply.
+        self._turn_at: float | None = None
         self._caller_tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
         self._channel = CallerChannel()
         self._answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -258,10 +270,30 @@ class Call:
                 reason = await self._run_tasks(pc, agent)
             finally:
                 CALL_DURATION.labels("webrtc").observe(time.monotonic() - answered)
+                await self._record_link_quality(pc)
         if self._channel.dropped_out or self._channel.dropped_in:
             logger.info("call %s dropped %d outgoing and %d incoming messages", self.call_id,
                         self._channel.dropped_out, self._channel.dropped_in)  # fmt: skip
         return reason
+
+    async def _record_link_quality(self, pc: RTCPeerConnection) -> None:
+        """The call's loss, jitter and RTT into /metrics (bounded; a failure to read
+        them is not the call's failure)."""
+        try:
+            quality = await asyncio.wait_for(link_quality(pc), 1.0)
+        except Exception as exc:  # boundary: statistics are best effort
+            logger.debug("call %s: no link statistics (%s)", self.call_id, type(exc).__name__)
+            return
+        for direction, loss, jitter_s in (
+            ("uplink", quality.uplink_loss, quality.uplink_jitter_s),
+            ("downlink", quality.downlink_loss, quality.downlink_jitter_s),
+        ):
+            if loss is not None:
+                CALL_PACKET_LOSS.labels(direction).observe(loss)
+            if jitter_s is not None:
+                CALL_JITTER.labels(direction).observe(jitter_s)
+        if quality.rtt_s is not None:
+            CALL_RTT.observe(quality.rtt_s)
 
     def _listen(self, pc: RTCPeerConnection) -> None:
         """Library callbacks only signal: pyee runs async handlers as untracked tasks."""
@@ -311,6 +343,11 @@ class Call:
     async def _downlink(self, agent: AgentSession) -> None:
         """Agent events to the outbound track and the data channel."""
         async for event in agent.events():
+            if isinstance(event, AgentAudio | AgentText) and self._turn_at is not None:
+                REPLY_LATENCY.observe(time.monotonic() - self._turn_at)
+                self._turn_at = None
+            elif isinstance(event, Transcript) and event.role == "user" and event.final:
+                self._turn_at = time.monotonic()
             if isinstance(event, AgentAudio):
                 self._outbound.push(event.pcm)
                 continue
@@ -338,6 +375,7 @@ class Call:
                 reply = error_reply(exc)
                 self._channel.send(data_channel.error_message(reply.code, reply.message))
                 continue
+            self._turn_at = time.monotonic()
             agent.send_text(message.text)
 
     async def _watchdog(self, pc: RTCPeerConnection) -> None:

@@ -82,10 +82,52 @@ LIMIT_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+# Per call, at hang-up: how its audio travelled (gateway/rtc/link_quality.py).
+LOSS_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+CALL_PACKET_LOSS = Histogram(
+    "gateway_call_packet_loss_ratio",
+    "Fraction of RTP packets lost over a call, by direction: uplink (caller to gateway, "
+    "counted by the gateway), downlink (from the caller's RTCP receiver reports).",
+    ["direction"],
+    buckets=LOSS_BUCKETS,
+    registry=REGISTRY,
+)
+JITTER_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+CALL_JITTER = Histogram(
+    "gateway_call_jitter_seconds",
+    "Interarrival jitter (RFC 3550) at the end of a call, by direction.",
+    ["direction"],
+    buckets=JITTER_BUCKETS_S,
+    registry=REGISTRY,
+)
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+CALL_RTT = Histogram(
+    "gateway_call_rtt_seconds",
+    "Round-trip time to the caller at the end of a call (RTCP LSR/DLSR).",
+    buckets=LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+REPLY_LATENCY = Histogram(
+    "gateway_agent_reply_latency_seconds",
+    "From the caller's turn reaching the agent's side (its final transcript, or a typed "
+    "turn) to the first reply audio or text sent to the caller.",
+    buckets=LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+BARGE_IN_SILENCE = Histogram(
+    "gateway_barge_in_silence_seconds",
+    "From the agent's `interrupted` to the first silent packet sent to the caller.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2, 0.5),
+    registry=REGISTRY,
+)
+
 for _reason in COMMON_REFUSALS:
     CALLS_REFUSED.labels(_reason)
 for _transport in ("webrtc", "websocket"):
     CALL_DURATION.labels(_transport)
+for _direction in ("uplink", "downlink"):
+    CALL_PACKET_LOSS.labels(_direction)
+    CALL_JITTER.labels(_direction)
 for _name in AGENT_HEALTH_NAMES:
     if _name.startswith("stalls_"):
         AGENT_STALLS.labels(_name.removeprefix("stalls_"))
