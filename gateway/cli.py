@@ -73,7 +73,7 @@ def _serve_in_this_process(settings: Settings) -> None:
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)
-    add_adk_lifecycle(app, connector)
+    add_adk_lifecycle(app, connector, session_retention_days=settings.session_retention_days)
     try:
         serve(app, settings)
     except SessionStoreError as exc:  # raised by the start-up check of the store

@@ -97,7 +97,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     board = LoadBoard(spec.board_fd, len(spec.shares))
     member = Membership(spec.index, spec.shares, Path(spec.socket_dir), board)
     app = create_app(settings, connector, member)
-    add_adk_lifecycle(app, connector)
+    add_adk_lifecycle(app, connector, session_retention_days=settings.session_retention_days)
     public = PublicServer(
         app,
         HttpLimits.from_settings(settings, member.share),

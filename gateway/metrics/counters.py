@@ -1,6 +1,6 @@
 """Process-wide event counters an operator reads in `/stats`: the live sessions'
-stalls and their recoveries (`agent`), and the limits that refused or ended
-something (`limits`).
+stalls and their recoveries (`agent`), the limits that refused or ended
+something (`limits`), and the session store's failures and expiries (`session_store`).
 
 One `Counters` per process (`COUNTERS`); a multi-worker gateway copies each
 worker's values into its slot of the shared load board on every change, so any
@@ -37,8 +37,15 @@ LIMIT_NAMES: tuple[str, ...] = (
     "ended_idle",
     "limits_store_errors",
 )
+#: The session store (gateway/adk/store_guard.py, gateway/adk/retention.py): operations
+#: that failed after their retries, retries made, sessions expired by retention.
+STORE_NAMES: tuple[str, ...] = (
+    "session_store_failures",
+    "session_store_retries",
+    "sessions_expired",
+)
 #: Every counter, in board order.
-COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES
+COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES + STORE_NAMES
 
 
 class Counters:
@@ -72,6 +79,11 @@ def counters_json(values: tuple[int, ...]) -> dict[str, object]:
     return {
         "agent": _agent_health(named),
         "limits": {name: named.get(name, 0) for name in LIMIT_NAMES},
+        "session_store": {
+            "failures": named.get("session_store_failures", 0),
+            "retries": named.get("session_store_retries", 0),
+            "expired": named.get("sessions_expired", 0),
+        },
     }
 
 
