@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -141,11 +142,13 @@ def _serialize_sqlite_writers(service: DatabaseSessionService) -> None:
 
 
 async def check_session_service(
-    service: BaseSessionService, *, app_name: str, timeout_s: float = 10.0
+    service: BaseSessionService, *, app_name: str, timeout_s: float = 30.0
 ) -> None:
     """At start-up: create the tables (one replica at a time) and write, read and
     delete a probe session, so a store that cannot serve calls fails here with a
     one-line `SessionStoreError`; then `store_ready()` turns true."""
+    if isinstance(service, DatabaseSessionService):
+        _check_sqlite_writable(service)
     try:
         async with asyncio.timeout(timeout_s):
             if isinstance(service, DatabaseSessionService):
@@ -155,8 +158,24 @@ async def check_session_service(
         raise SessionStoreError(f"session store did not answer within {timeout_s:.0f} s") from None
     except Exception as exc:  # boundary: any driver error means the store is unusable
         logger.debug("session store check failed", exc_info=True)
-        raise SessionStoreError(f"session store unusable ({failure_reason(exc)})") from None
+        raise SessionStoreError(f"session store unavailable ({failure_reason(exc)})") from None
     HEALTH.checked = True
+
+
+def _check_sqlite_writable(service: DatabaseSessionService) -> None:
+    """A SQLite file needs its directory writable too (its WAL and shared-memory files
+    live beside it); SQLite itself only says "unable to open database file"."""
+    url = service.db_engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database).expanduser()
+    for where in (path.parent, path):
+        if where.exists() and not os.access(where, os.W_OK):
+            kind = "directory" if where.is_dir() else "file"
+            raise SessionStoreError(
+                f"session store unavailable ({kind} {where} is read-only; SQLite needs the "
+                "file and its directory writable)"
+            )
 
 
 async def _prepare_tables(service: DatabaseSessionService) -> None:

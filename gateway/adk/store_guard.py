@@ -70,6 +70,8 @@ def is_store_failure(exc: BaseException) -> bool:
 def failure_reason(exc: BaseException) -> str:
     """One line naming the failure: the driver's own message when there is one."""
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    while cause.__cause__ is not None:  # SQLAlchemy's adapted asyncpg error wraps asyncpg's
+        cause = cause.__cause__
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     return f"{type(cause).__name__}: {text}"[:300] if text else type(cause).__name__
 

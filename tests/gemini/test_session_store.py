@@ -1,0 +1,359 @@
+"""An honest session store: failures seen by caller and operator, writability checked,
+concurrent writers and replicas served, old conversations expired.
+
+Real parts: the local PostgreSQL (a database per test, made read-only or cut off by
+the test), SQLite files (a read-only bind mount, since root ignores file modes), ADK's
+runner with the scripted live model, headless aiortc callers, `python -m gateway`.
+
+Pins down:
+- the store failing mid-call (PostgreSQL read-only, every connection terminated):
+  the caller gets one non-fatal `error` `session_store_unavailable`, its turns are
+  still answered, `/stats` counts the failures, `store_ready()` is false; when the
+  store serves again a probe makes it ready and later turns are stored again;
+- a read-only SQLite directory, a read-only PostgreSQL database and a role without
+  rights stop start-up with a one-line reason (the first through `python -m gateway`);
+- 200 conversations created and written at once in one SQLite file all succeed;
+- three gateway processes starting together on a fresh PostgreSQL database all come
+  up (ADK's table creation is held open so that they all reach it at once);
+- retention deletes conversations older than the cut-off with their events, in
+  bounded batches, and keeps recent ones; the upkeep task does it by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from google.adk.agents import Agent
+from google.adk.events import Event
+from google.adk.sessions import BaseSessionService
+from google.genai import types
+
+import gateway.models.scripted  # noqa: F401  (registers scripted-live)
+from gateway.adk import store_guard
+from gateway.adk.retention import expire_sessions, store_upkeep
+from gateway.adk.sessions import (
+    SessionStoreError,
+    build_session_service,
+    check_session_service,
+    close_session_service,
+    probe_store,
+    store_ready,
+)
+from gateway.agent_bridge import AdkAgentConnector
+from gateway.metrics.counters import COUNTERS
+from tests.support import REPO_ROOT
+from tests.support.gateway_process import serving
+from tests.support.peers import live_call
+
+APP = "store-test"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@contextlib.asynccontextmanager
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(**PG, database="postgres")
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def pg_db() -> AsyncIterator[str]:
+    """A fresh database's name; dropped (with any role the test made) afterwards."""
+    name = f"gw_store_{uuid.uuid4().hex[:12]}"
+    async with admin() as conn:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    async with admin() as conn:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await conn.execute(f'DROP ROLE IF EXISTS "{name}_reader"')
+
+
+def pg_url(name: str, user: str = "postgres") -> str:
+    return f"postgresql+asyncpg://{user}@127.0.0.1:5432/{name}"
+
+
+async def set_read_only(name: str, read_only: bool) -> None:
+    """Make the database read-only (or writable) for new transactions, and cut every
+    connection to it so the gateway's pooled ones reconnect under the new rule."""
+    async with admin() as conn:
+        setting = "SET default_transaction_read_only = on" if read_only else "RESET ALL"
+        await conn.execute(f'ALTER DATABASE "{name}" {setting}')
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+
+
+@pytest.fixture(autouse=True)
+def fresh_store_state() -> Iterator[None]:
+    store_guard.HEALTH.reset()
+    COUNTERS.reset()
+    yield
+    store_guard.HEALTH.reset()
+
+
+@contextlib.contextmanager
+def read_only_mount(folder: Path) -> Iterator[None]:
+    """`folder` on a read-only bind mount of itself (root writes through file modes)."""
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+async def stored_texts(service: BaseSessionService, user_id: str, session_id: str) -> list[str]:
+    found = await service.get_session(app_name=APP, user_id=user_id, session_id=session_id)
+    assert found is not None
+    return [p.text for e in found.events if e.content for p in e.content.parts or [] if p.text]
+
+
+@pytest.fixture
+async def pg_connector(pg_db: str) -> AsyncIterator[AdkAgentConnector]:
+    service = build_session_service(pg_url(pg_db))
+    await check_session_service(service, app_name=APP)
+    agent = Agent(name="store_agent", model="scripted-live", instruction="Be brief.")
+    connector = AdkAgentConnector(agent, service, app_name=APP)
+    yield connector
+    await connector.close()
+    await close_session_service(service)
+
+
+async def say(caller: Any, text: str) -> None:
+    caller.send({"type": "text", "text": text})
+    await caller.wait_message(type="transcript", role="agent", text=f"You said: {text}")
+
+
+async def test_store_failing_mid_call_is_told_counted_and_recovers(
+    pg_db: str,
+    pg_connector: AdkAgentConnector,
+    start_gateway: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start_gateway(pg_connector)
+    async with live_call(client) as (caller, _):
+        await caller.wait_channel_open()
+        await say(caller, "one")
+        assert store_ready()
+
+        await set_read_only(pg_db, True)
+        await say(caller, "two")  # still answered: the live model has the context
+        await say(caller, "three")
+        errors = [m for m in caller.messages if m["type"] == "error"]
+        assert len(errors) == 1, errors  # once per outage, not per event
+        assert errors[0]["code"] == "session_store_unavailable"
+        assert errors[0]["fatal"] is False
+        assert not store_ready()
+        async with client.get("/stats") as response:
+            stats = await response.json()
+        assert stats["session_store"]["failures"] >= 2
+        assert stats["session_store"]["retries"] >= 2
+
+        await set_read_only(pg_db, False)
+        assert await probe_store(pg_connector.session_service, app_name=APP)
+        assert store_ready()
+        await say(caller, "four")
+        listed = await pg_connector.session_service.list_sessions(app_name=APP)
+        [conversation] = listed.sessions
+        texts = await stored_texts(
+            pg_connector.session_service, conversation.user_id, conversation.id
+        )
+    assert [t for t in texts if not t.startswith("You said")] == ["one", "four"]
+    outage_lines = [r.getMessage() for r in caplog.records if r.name == store_guard.__name__]
+    assert len(outage_lines) == 2, outage_lines  # one when it starts, one when it ends
+    assert outage_lines[0].startswith("session store failing (append): ")
+    assert "read-only transaction" in outage_lines[0]
+    assert outage_lines[1].startswith("session store serving again after ")
+
+
+async def test_read_only_sqlite_directory_stops_start_up(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    url = f"sqlite+aiosqlite:///{folder}/sessions.db"
+    service = build_session_service(url)
+    await check_session_service(service, app_name=APP)  # the file exists, with tables
+    await close_session_service(service)
+    env = {**os.environ, "GATEWAY_SESSION_URL": url}
+    env.pop("GOOGLE_API_KEY", None)
+    with read_only_mount(folder):
+        started = subprocess.run(
+            [sys.executable, "-m", "gateway", "--agent", "gateway.agents.scripted:root_agent",
+             "--port", "0", "--workers", "1"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert started.returncode != 0
+    last = started.stderr.strip().splitlines()[-1]
+    assert last.startswith("adk-webrtc-gateway: session store unavailable ("), started.stderr
+    assert "read-only" in last, last
+
+
+async def test_read_only_postgresql_database_stops_start_up(pg_db: str) -> None:
+    service = build_session_service(pg_url(pg_db))
+    await check_session_service(service, app_name=APP)  # tables exist
+    await close_session_service(service)
+    await set_read_only(pg_db, True)
+    service = build_session_service(pg_url(pg_db))
+    try:
+        with pytest.raises(SessionStoreError) as caught:
+            await check_session_service(service, app_name=APP)
+    finally:
+        await close_session_service(service)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "ReadOnlySQLTransactionError: cannot execute INSERT in a read-only" in message
+
+
+async def test_postgresql_role_without_rights_stops_start_up(pg_db: str) -> None:
+    service = build_session_service(pg_url(pg_db))
+    await check_session_service(service, app_name=APP)
+    await close_session_service(service)
+    reader = f"{pg_db}_reader"
+    async with admin() as conn:
+        await conn.execute(f'CREATE ROLE "{reader}" LOGIN')
+    service = build_session_service(pg_url(pg_db, user=reader))
+    try:
+        with pytest.raises(SessionStoreError) as caught:
+            await check_session_service(service, app_name=APP)
+    finally:
+        await close_session_service(service)
+    assert "\n" not in str(caught.value)
+    assert "permission denied" in str(caught.value)
+
+
+async def _write_one(service: BaseSessionService, index: int) -> None:
+    session = await service.create_session(app_name=APP, user_id=f"u{index % 20}")
+    said = types.Content(role="user", parts=[types.Part(text=f"turn {index}")])
+    await service.append_event(session, Event(author="user", invocation_id="i", content=said))
+
+
+@pytest.mark.slow
+async def test_sqlite_serves_a_burst_of_200_conversations(tmp_path: Path) -> None:
+    service = build_session_service(f"sqlite+aiosqlite:///{tmp_path}/sessions.db")
+    try:
+        await check_session_service(service, app_name=APP)
+        results = await asyncio.gather(
+            *(_write_one(service, i) for i in range(200)), return_exceptions=True
+        )
+        failures = [repr(r) for r in results if r is not None]
+        assert failures == []  # before WAL + BEGIN IMMEDIATE: 76 "database is locked"
+        listed = await service.list_sessions(app_name=APP)
+        assert len(listed.sessions) == 200
+        assert COUNTERS.values()[COUNTERS.names.index("session_store_failures")] == 0
+    finally:
+        await close_session_service(service)
+
+
+async def _waiting_on_locks(database: str) -> int:
+    async with admin() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            database,
+        )
+        return count
+
+
+@pytest.mark.slow
+async def test_replicas_starting_together_on_a_fresh_postgresql_all_come_up(
+    pg_db: str, tmp_path: Path
+) -> None:
+    # A transaction of ours creates ADK's first table and stays open, so every replica
+    # reaches its own CREATE TABLE (or the schema lock) before any can finish: the
+    # race of replicas started at the same moment, made certain.
+    blocker = await asyncpg.connect(**PG, database=pg_db)
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute(
+        "CREATE TABLE adk_internal_metadata (key VARCHAR(128) PRIMARY KEY, value VARCHAR(256))"
+    )
+    env = {**os.environ, "GATEWAY_SESSION_URL": pg_url(pg_db)}
+    env.pop("GOOGLE_API_KEY", None)
+    args = ("--agent", "gateway.agents.scripted:root_agent", "--workers", "1")
+    logs = [tmp_path / f"replica{i}.log" for i in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        starting = asyncio.gather(
+            *(stack.enter_async_context(serving(*args, env=env, log=log)) for log in logs)
+        )
+        try:
+            async with asyncio.timeout(25):
+                while await _waiting_on_locks(pg_db) < 3:
+                    assert not starting.done(), "a replica came up past a held table"
+                    await asyncio.sleep(0.2)
+        finally:
+            await holding.rollback()
+            await blocker.close()
+        replicas = await starting
+        for replica in replicas:
+            assert (await replica.get("/healthz"))["status"] == "ok"
+    for log in logs:
+        assert "UniqueViolation" not in log.read_text()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_db: str
+) -> AsyncIterator[BaseSessionService]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.db" if request.param == "sqlite" else pg_url(pg_db)
+    service = build_session_service(url)
+    await check_session_service(service, app_name=APP)
+    yield service
+    await close_session_service(service)
+
+
+async def _conversation(service: BaseSessionService, user_id: str, age_days: float) -> str:
+    """A conversation with one stored turn, last touched `age_days` ago."""
+    session = await service.create_session(app_name=APP, user_id=user_id)
+    said = types.Content(role="user", parts=[types.Part(text="hello")])
+    event = Event(author="user", invocation_id="i", content=said)
+    event.timestamp -= age_days * 86400  # ADK sets update_time from the event's time
+    await service.append_event(session, event)
+    return session.id
+
+
+async def _ids(service: BaseSessionService) -> set[str]:
+    return {s.id for s in (await service.list_sessions(app_name=APP)).sessions}
+
+
+async def test_retention_expires_old_conversations_in_batches(store: BaseSessionService) -> None:
+    old = {await _conversation(store, f"old{i}", age_days=40) for i in range(3)}
+    recent = {await _conversation(store, "recent", age_days=29)}
+    other_app = await store.create_session(app_name="another-app", user_id="old0")
+    month_s = 30 * 86400
+    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 2
+    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 1
+    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 0
+    assert await _ids(store) == recent
+    for session_id, user_id in [(s, f"old{i}") for i, s in enumerate(sorted(old))]:
+        gone = await store.get_session(app_name=APP, user_id=user_id, session_id=session_id)
+        assert gone is None
+    [kept] = recent
+    assert await stored_texts(store, "recent", kept) == ["hello"]
+    assert await store.get_session(app_name="another-app", user_id="old0", session_id=other_app.id)
+    assert COUNTERS.values()[COUNTERS.names.index("sessions_expired")] == 3
+
+
+async def test_upkeep_task_expires_by_itself(store: BaseSessionService) -> None:
+    old = await _conversation(store, "old", age_days=2)
+    recent = await _conversation(store, "recent", age_days=0)
+    upkeep = store_upkeep(
+        store, app_name=APP, retention_s=86400, pass_interval_s=60, probe_interval_s=0.05
+    )
+    task = asyncio.create_task(upkeep, name="test-upkeep")
+    try:
+        async with asyncio.timeout(10):
+            while old in await _ids(store):
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await _ids(store) == {recent}
