@@ -8,6 +8,13 @@
    pre-answer check (`adk/preflight.py`) opens one Live connection with exactly the
    client (credentials, endpoint, TLS settings) ADK's own `connect()` will use.
 
+3. A session's storage revision (`Session._storage_update_marker`): two calls on one
+   conversation (a caller moving to another instance or worker while its old call
+   is still up) each hold a copy; the one that writes second gets ADK's
+   `StaleSessionError`, which ended its call. The store guard
+   (`adk/store_guard.py`) adopts the stored revision and appends after the other
+   call's events instead (`adopt_storage_revision`).
+
 `shape_problems()` lists what no longer matches in the installed ADK;
 `tests/test_seams.py` fails on any. Imports google.adk and google.genai only.
 """
@@ -19,10 +26,12 @@ import inspect
 
 from google.adk.agents.live_request_queue import LiveRequestQueue
 from google.adk.models.google_llm import Gemini
+from google.adk.sessions import DatabaseSessionService, Session
 from google.genai import Client
 
 _QUEUE_ATTR = "_queue"
 _LIVE_CLIENT_ATTR = "_live_api_client"
+_MARKER_ATTR = "_storage_update_marker"
 
 
 def queued_requests(queue: LiveRequestQueue) -> int:
@@ -37,6 +46,13 @@ def live_api_client(model: Gemini) -> Client:
     return client
 
 
+def adopt_storage_revision(session: Session, stored: Session) -> None:
+    """Make `session` current with `stored` (the same conversation just read back), so
+    ADK's stale-writer check lets its next append through."""
+    setattr(session, _MARKER_ATTR, getattr(stored, _MARKER_ATTR))
+    session.last_update_time = stored.last_update_time
+
+
 def shape_problems() -> list[str]:
     """What in the installed ADK no longer matches the touches above (empty: all do)."""
     problems = []
@@ -49,4 +65,10 @@ def shape_problems() -> list[str]:
         problems.append("Gemini has no _live_api_client any more")
     elif f"self.{_LIVE_CLIENT_ATTR}.aio.live.connect(" not in inspect.getsource(Gemini.connect):
         problems.append("Gemini.connect no longer opens its session with _live_api_client")
+    if _MARKER_ATTR not in Session.__private_attributes__:
+        problems.append("Session has no _storage_update_marker any more")
+    elif f"session.{_MARKER_ATTR} != storage_update_marker" not in inspect.getsource(
+        DatabaseSessionService.append_event
+    ):
+        problems.append("DatabaseSessionService.append_event no longer checks that marker")
     return problems

@@ -13,6 +13,8 @@ measured: 7 of 12 typed turns never stored, and no signal anywhere). So
   `session_store_unavailable` error, once per outage per call);
 - on a read that still fails (a `run_live` starting), raises `SessionStoreUnavailable`
   (the bridge ends the call with a fatal `session_store_unavailable` error);
+- appends after another call's events when two calls share a conversation for a
+  moment (a caller moving to another instance), instead of ADK's `StaleSessionError`;
 - counts failures and retries in `/stats` (`session_store` section) and logs one
   line when an outage starts and one when it ends (`StoreHealth`), never one per event.
 
@@ -31,12 +33,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events import Event
 from google.adk.sessions import BaseSessionService, DatabaseSessionService, Session
 from google.adk.sessions.base_session_service import GetSessionConfig
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from gateway.adk import _adk
 from gateway.metrics.counters import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ _T = TypeVar("_T")
 #: PostgreSQL fail-over heals in well under a second; longer would hold up the
 #: caller's turn (ADK stores a typed turn before sending it to the model).
 RETRY_DELAYS_S = (0.1, 0.4)
+
+#: Appends retried after another call on the same conversation wrote first (each
+#: retry reads the stored revision again; two calls rarely collide twice in a row).
+STALE_RETRIES = 3
 
 #: Told whether the store just failed (False) or served (True) an append of the call
 #: whose task set it (see the module docstring).
@@ -121,7 +129,7 @@ class GuardedSessionService(DatabaseSessionService):
 
     async def append_event(self, session: Session, event: Event) -> Event:
         try:
-            stored = await self._retrying("append", super().append_event, session, event)
+            stored = await self._retrying("append", self._append_after_others, session, event)
         except SessionStoreUnavailable:
             await _tell_call(served=False)
             # Keep the event in this call's copy of the session: ADK's flow reads it.
@@ -129,6 +137,25 @@ class GuardedSessionService(DatabaseSessionService):
         if not event.partial:
             await _tell_call(served=True)
         return stored
+
+    async def _append_after_others(self, session: Session, event: Event) -> Event:
+        """ADK's append; when another call on this conversation wrote since this one
+        read it (a caller moving between instances, both calls up for a moment),
+        append after its events instead of failing with `StaleSessionError`."""
+        for _ in range(STALE_RETRIES):
+            try:
+                return await super().append_event(session, event)
+            except StaleSessionError:
+                stored = await super().get_session(
+                    app_name=session.app_name,
+                    user_id=session.user_id,
+                    session_id=session.id,
+                    config=GetSessionConfig(num_recent_events=0),
+                )
+                if stored is None:
+                    raise
+                _adk.adopt_storage_revision(session, stored)
+        return await super().append_event(session, event)
 
     async def get_session(
         self,
