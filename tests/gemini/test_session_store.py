@@ -6,10 +6,13 @@ the test), SQLite files (a read-only bind mount, since root ignores file modes),
 runner with the scripted live model, headless aiortc callers, `python -m gateway`.
 
 Pins down:
-- the store failing mid-call (PostgreSQL read-only, every connection terminated):
+- the store failing mid-call (PostgreSQL read-only with every connection terminated,
+  or the SQLite file's folder remounted read-only):
   the caller gets one non-fatal `error` `session_store_unavailable`, its turns are
   still answered, `/stats` counts the failures, `store_ready()` is false; when the
   store serves again a probe makes it ready and later turns are stored again;
+- the store gone when a call's agent session must start again (an upstream drop ADK
+  does not resume from): a fatal `session_store_unavailable`, the call ends;
 - a read-only SQLite directory, a read-only PostgreSQL database and a role without
   rights stop start-up with a one-line reason (the first through `python -m gateway`);
 - 200 conversations created and written at once in one SQLite file all succeed;
@@ -27,7 +30,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +39,13 @@ import asyncpg
 import pytest
 from google.adk.agents import Agent
 from google.adk.events import Event
+from google.adk.models.google_llm import Gemini
 from google.adk.sessions import BaseSessionService
 from google.genai import types
 
 import gateway.models.scripted  # noqa: F401  (registers scripted-live)
 from gateway.adk import store_guard
+from gateway.adk.live_config import LiveSettings
 from gateway.adk.retention import expire_sessions, store_upkeep
 from gateway.adk.sessions import (
     SessionStoreError,
@@ -51,8 +57,10 @@ from gateway.adk.sessions import (
 )
 from gateway.agent_bridge import AdkAgentConnector
 from gateway.metrics.counters import COUNTERS
+from tests.gemini.conftest import LIVE_MODEL
 from tests.support import REPO_ROOT
 from tests.support.gateway_process import serving
+from tests.support.live_api_double import LiveApiDouble, LiveConnection
 from tests.support.peers import live_call
 
 APP = "store-test"
@@ -120,13 +128,49 @@ async def stored_texts(service: BaseSessionService, user_id: str, session_id: st
     return [p.text for e in found.events if e.content for p in e.content.parts or [] if p.text]
 
 
-@pytest.fixture
-async def pg_connector(pg_db: str) -> AsyncIterator[AdkAgentConnector]:
-    service = build_session_service(pg_url(pg_db))
-    await check_session_service(service, app_name=APP)
+def connector_for(service: BaseSessionService) -> AdkAgentConnector:
     agent = Agent(name="store_agent", model="scripted-live", instruction="Be brief.")
-    connector = AdkAgentConnector(agent, service, app_name=APP)
-    yield connector
+    return AdkAgentConnector(agent, service, app_name=APP)
+
+
+@dataclass
+class Outage:
+    """A store that a test can make fail (`cut`) and serve again (`restore`)."""
+
+    connector: AdkAgentConnector
+    cut: Callable[[], Awaitable[None]]
+    restore: Callable[[], Awaitable[None]]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def outage(
+    request: pytest.FixtureRequest, pg_db: str, tmp_path: Path
+) -> AsyncIterator[Outage]:
+    """PostgreSQL made read-only (every connection cut), or the SQLite file's folder
+    remounted read-only."""
+    folder = tmp_path / "store"
+    sqlite = request.param == "sqlite"
+    service = build_session_service(
+        f"sqlite+aiosqlite:///{folder}/sessions.db" if sqlite else pg_url(pg_db)
+    )
+    await check_session_service(service, app_name=APP)
+    mounts = contextlib.ExitStack()
+
+    async def cut() -> None:
+        if sqlite:
+            mounts.enter_context(read_only_mount(folder))
+        else:
+            await set_read_only(pg_db, True)
+
+    async def restore() -> None:
+        if sqlite:
+            mounts.close()
+        else:
+            await set_read_only(pg_db, False)
+
+    connector = connector_for(service)
+    with mounts:
+        yield Outage(connector, cut, restore)
     await connector.close()
     await close_session_service(service)
 
@@ -137,18 +181,16 @@ async def say(caller: Any, text: str) -> None:
 
 
 async def test_store_failing_mid_call_is_told_counted_and_recovers(
-    pg_db: str,
-    pg_connector: AdkAgentConnector,
-    start_gateway: Any,
-    caplog: pytest.LogCaptureFixture,
+    outage: Outage, start_gateway: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await start_gateway(pg_connector)
+    service = outage.connector.session_service
+    client = await start_gateway(outage.connector)
     async with live_call(client) as (caller, _):
         await caller.wait_channel_open()
         await say(caller, "one")
         assert store_ready()
 
-        await set_read_only(pg_db, True)
+        await outage.cut()
         await say(caller, "two")  # still answered: the live model has the context
         await say(caller, "three")
         errors = [m for m in caller.messages if m["type"] == "error"]
@@ -161,21 +203,60 @@ async def test_store_failing_mid_call_is_told_counted_and_recovers(
         assert stats["session_store"]["failures"] >= 2
         assert stats["session_store"]["retries"] >= 2
 
-        await set_read_only(pg_db, False)
-        assert await probe_store(pg_connector.session_service, app_name=APP)
+        await outage.restore()
+        assert await probe_store(service, app_name=APP)
         assert store_ready()
         await say(caller, "four")
-        listed = await pg_connector.session_service.list_sessions(app_name=APP)
-        [conversation] = listed.sessions
-        texts = await stored_texts(
-            pg_connector.session_service, conversation.user_id, conversation.id
-        )
+        [conversation] = (await service.list_sessions(app_name=APP)).sessions
+        texts = await stored_texts(service, conversation.user_id, conversation.id)
     assert [t for t in texts if not t.startswith("You said")] == ["one", "four"]
     outage_lines = [r.getMessage() for r in caplog.records if r.name == store_guard.__name__]
     assert len(outage_lines) == 2, outage_lines  # one when it starts, one when it ends
     assert outage_lines[0].startswith("session store failing (append): ")
-    assert "read-only transaction" in outage_lines[0]
     assert outage_lines[1].startswith("session store serving again after ")
+
+
+async def test_store_gone_when_the_agent_session_restarts_ends_the_call(
+    gemini_env: LiveApiDouble, pg_db: str, start_gateway: Any
+) -> None:
+    service = build_session_service(pg_url(pg_db))
+    await check_session_service(service, app_name=APP)
+    agent = Agent(name="store_agent", model=Gemini(model=LIVE_MODEL), instruction="Be brief.")
+    live = LiveSettings(model=LIVE_MODEL, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
+    connector = AdkAgentConnector(agent, service, app_name=APP, live=live)
+
+    async def first(conn: LiveConnection) -> None:
+        await conn.issue_handle()
+        await conn.wait_user_turn()
+        await conn.reply("first answer", audio_s=0.2)
+        async with admin() as db:  # the database takes no connection any more
+            await db.execute(f'ALTER DATABASE "{pg_db}" WITH ALLOW_CONNECTIONS false')
+            await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", pg_db
+            )
+        await conn.not_resumable()  # ADK gives up on the drop; the bridge runs it again
+        await conn.abort()
+
+    gemini_env.behaviours[1] = first
+    try:
+        client = await start_gateway(connector)
+        async with live_call(client) as (caller, _):
+            await caller.wait_channel_open()
+            caller.send({"type": "text", "text": "hello"})
+            fatal = await caller.wait_message(limit_s=15, type="error", fatal=True)
+            errors = [m for m in caller.messages if m["type"] == "error"]
+    finally:
+        await connector.close()
+        await close_session_service(service)
+        async with admin() as db:
+            await db.execute(f'ALTER DATABASE "{pg_db}" WITH ALLOW_CONNECTIONS true')
+    assert fatal["code"] == "session_store_unavailable"
+    assert "cannot go on" in fatal["message"]
+    # Before it, the update the store could not keep: one non-fatal error.
+    assert [(e["code"], e["fatal"]) for e in errors] == [
+        ("session_store_unavailable", False),
+        ("session_store_unavailable", True),
+    ]
 
 
 async def test_read_only_sqlite_directory_stops_start_up(tmp_path: Path) -> None:
