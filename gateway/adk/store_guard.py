@@ -120,7 +120,8 @@ class StoreHealth:
         self.checked, self.failing_since, self.failures_in_outage = False, None, 0
 
 
-#: This process's store health (one session store per process).
+#: This process's store health (one session store per process; tests that make a
+#: store fail call `HEALTH.reset()` afterwards, as the state outlives the test).
 HEALTH = StoreHealth()
 
 
