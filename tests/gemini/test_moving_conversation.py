@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from gateway.adk.resumption import latest_handle
@@ -34,6 +32,7 @@ from tests.gemini.conftest import GOOD_KEY, LIVE_MODEL
 from tests.support.gateway_process import serving
 from tests.support.live_api_double import LiveApiDouble
 from tests.support.peers import HeadlessCaller
+from tests.support.postgres import fresh_database, pg_url
 
 pytestmark = pytest.mark.slow
 APP = "adk-webrtc-gateway"
@@ -41,14 +40,8 @@ APP = "adk-webrtc-gateway"
 
 @pytest.fixture
 async def shared_store() -> AsyncIterator[str]:
-    name = f"gw_move_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("gw_move") as name:
+        yield pg_url(name)
 
 
 @contextlib.asynccontextmanager

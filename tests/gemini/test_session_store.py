@@ -17,9 +17,8 @@ Pins down:
   rights stop start-up with a one-line reason (the first through `python -m gateway`);
 - 200 conversations created and written at once in one SQLite file all succeed;
 - three gateway processes starting together on a fresh PostgreSQL database all come
-  up (ADK's table creation is held open so that they all reach it at once);
-- retention deletes conversations older than the cut-off with their events, in
-  bounded batches, and keeps recent ones; the upkeep task does it by itself.
+  up (ADK's table creation is held open so that they all reach it at once).
+Retention: test_session_retention.py.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +44,6 @@ from google.genai import types
 import gateway.models.scripted  # noqa: F401  (registers scripted-live)
 from gateway.adk import store_guard
 from gateway.adk.live_config import LiveSettings
-from gateway.adk.retention import expire_sessions, store_upkeep
 from gateway.adk.sessions import (
     SessionStoreError,
     build_session_service,
@@ -62,34 +59,15 @@ from tests.support import REPO_ROOT
 from tests.support.gateway_process import serving
 from tests.support.live_api_double import LiveApiDouble, LiveConnection
 from tests.support.peers import live_call
+from tests.support.postgres import PG, admin, fresh_database, pg_url
 
 APP = "store-test"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-@contextlib.asynccontextmanager
-async def admin() -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(**PG, database="postgres")
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 async def pg_db() -> AsyncIterator[str]:
-    """A fresh database's name; dropped (with any role the test made) afterwards."""
-    name = f"gw_store_{uuid.uuid4().hex[:12]}"
-    async with admin() as conn:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    async with admin() as conn:
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await conn.execute(f'DROP ROLE IF EXISTS "{name}_reader"')
-
-
-def pg_url(name: str, user: str = "postgres") -> str:
-    return f"postgresql+asyncpg://{user}@127.0.0.1:5432/{name}"
+    async with fresh_database() as name:
+        yield name
 
 
 async def set_read_only(name: str, read_only: bool) -> None:
@@ -378,63 +356,3 @@ async def test_replicas_starting_together_on_a_fresh_postgresql_all_come_up(
             assert (await replica.get("/healthz"))["status"] == "ok"
     for log in logs:
         assert "UniqueViolation" not in log.read_text()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_db: str
-) -> AsyncIterator[BaseSessionService]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/s.db" if request.param == "sqlite" else pg_url(pg_db)
-    service = build_session_service(url)
-    await check_session_service(service, app_name=APP)
-    yield service
-    await close_session_service(service)
-
-
-async def _conversation(service: BaseSessionService, user_id: str, age_days: float) -> str:
-    """A conversation with one stored turn, last touched `age_days` ago."""
-    session = await service.create_session(app_name=APP, user_id=user_id)
-    said = types.Content(role="user", parts=[types.Part(text="hello")])
-    event = Event(author="user", invocation_id="i", content=said)
-    event.timestamp -= age_days * 86400  # ADK sets update_time from the event's time
-    await service.append_event(session, event)
-    return session.id
-
-
-async def _ids(service: BaseSessionService) -> set[str]:
-    return {s.id for s in (await service.list_sessions(app_name=APP)).sessions}
-
-
-async def test_retention_expires_old_conversations_in_batches(store: BaseSessionService) -> None:
-    old = {await _conversation(store, f"old{i}", age_days=40) for i in range(3)}
-    recent = {await _conversation(store, "recent", age_days=29)}
-    other_app = await store.create_session(app_name="another-app", user_id="old0")
-    month_s = 30 * 86400
-    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 2
-    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 1
-    assert await expire_sessions(store, app_name=APP, older_than_s=month_s, batch=2) == 0
-    assert await _ids(store) == recent
-    for session_id, user_id in [(s, f"old{i}") for i, s in enumerate(sorted(old))]:
-        gone = await store.get_session(app_name=APP, user_id=user_id, session_id=session_id)
-        assert gone is None
-    [kept] = recent
-    assert await stored_texts(store, "recent", kept) == ["hello"]
-    assert await store.get_session(app_name="another-app", user_id="old0", session_id=other_app.id)
-    assert COUNTERS.values()[COUNTERS.names.index("sessions_expired")] == 3
-
-
-async def test_upkeep_task_expires_by_itself(store: BaseSessionService) -> None:
-    old = await _conversation(store, "old", age_days=2)
-    recent = await _conversation(store, "recent", age_days=0)
-    upkeep = store_upkeep(
-        store, app_name=APP, retention_s=86400, pass_interval_s=60, probe_interval_s=0.05
-    )
-    task = asyncio.create_task(upkeep, name="test-upkeep")
-    try:
-        async with asyncio.timeout(10):
-            while old in await _ids(store):
-                await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert await _ids(store) == {recent}
