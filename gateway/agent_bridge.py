@@ -304,7 +304,7 @@ class AdkAgentSession:
             self.store_failing = not served
             return
         self.store_failing = True
-        message = "the conversation store is failing; this call goes on but is not being saved"
+        message = "the conversation store is failing; this call goes on, saved once it is back"
         await self._events.put(AgentError(STORE_ERROR_CODE, message, fatal=False))
 
     def _watch(self, event: Event) -> None:

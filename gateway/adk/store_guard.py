@@ -10,7 +10,8 @@ measured: 7 of 12 typed turns never stored, and no signal anywhere). So
 - on an append that still fails, keeps the event in the call's in-memory session
   (the live conversation goes on; the model has its own context) and tells the call
   through `STORE_LISTENER` (the bridge sends the caller a non-fatal
-  `session_store_unavailable` error, once per outage per call);
+  `session_store_unavailable` error, once per outage per call); the event is stored
+  before the call's next one once the store serves again (`MAX_UNSAVED_EVENTS`);
 - on a read that still fails (a `run_live` starting), raises `SessionStoreUnavailable`
   (the bridge ends the call with a fatal `session_store_unavailable` error);
 - appends after another call's events when two calls share a conversation for a
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -56,6 +58,9 @@ RETRY_DELAYS_S = (0.1, 0.4)
 #: Appends retried after another call on the same conversation wrote first (each
 #: retry reads the stored revision again; two calls rarely collide twice in a row).
 STALE_RETRIES = 3
+#: Events of one call kept while the store fails, to be stored once it serves again
+#: (a typed turn with its answer is ~4 events); later ones are not stored.
+MAX_UNSAVED_EVENTS = 500
 
 #: Told whether the store just failed (False) or served (True) an append of the call
 #: whose task set it (see the module docstring).
@@ -128,16 +133,48 @@ HEALTH = StoreHealth()
 class GuardedSessionService(DatabaseSessionService):
     """ADK's database session service, with failures retried, counted and told."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Events a failing store did not take, by in-memory session (`id`; dropped
+        #: with the session object), saved before that session's next event.
+        self._unsaved: dict[int, list[Event]] = {}
+        self._saving_unsaved = asyncio.Lock()
+
     async def append_event(self, session: Session, event: Event) -> Event:
+        if event.partial:
+            return event  # ADK stores no partial event
         try:
+            if id(session) in self._unsaved:
+                async with self._saving_unsaved:  # once, in order, before this event
+                    await self._retrying("append", self._save_unsaved, session)
             stored = await self._retrying("append", self._append_after_others, session, event)
         except SessionStoreUnavailable:
+            self._keep_unsaved(session, event)
             await _tell_call(served=False)
             # Keep the event in this call's copy of the session: ADK's flow reads it.
             return await BaseSessionService.append_event(self, session, event)
-        if not event.partial:
-            await _tell_call(served=True)
+        await _tell_call(served=True)
         return stored
+
+    def _keep_unsaved(self, session: Session, event: Event) -> None:
+        unsaved = self._unsaved.get(id(session))
+        if unsaved is None:
+            unsaved = self._unsaved[id(session)] = []
+            weakref.finalize(session, self._unsaved.pop, id(session), None)
+        if len(unsaved) < MAX_UNSAVED_EVENTS:
+            unsaved.append(event)
+
+    async def _save_unsaved(self, session: Session) -> None:
+        """Store the events a failing store did not take, oldest first. They are in
+        `session` already: ADK appends each to a copy, and `session` takes the
+        copy's storage revision."""
+        unsaved = self._unsaved.get(id(session), [])
+        while unsaved:
+            shadow = session.model_copy(update={"events": []})
+            await self._append_after_others(shadow, unsaved[0])
+            _adk.adopt_storage_revision(session, shadow)
+            unsaved.pop(0)
+        self._unsaved.pop(id(session), None)
 
     async def _append_after_others(self, session: Session, event: Event) -> Event:
         """ADK's append; when another call on this conversation wrote since this one

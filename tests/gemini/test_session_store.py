@@ -10,7 +10,8 @@ Pins down:
   or the SQLite file's folder remounted read-only):
   the caller gets one non-fatal `error` `session_store_unavailable`, its turns are
   still answered, `/stats` counts the failures, `store_ready()` is false; when the
-  store serves again a probe makes it ready and later turns are stored again;
+  store serves again a probe makes it ready, and the next turn stores the turns it
+  missed first, in order;
 - the store gone when a call's agent session must start again (an upstream drop ADK
   does not resume from): a fatal `session_store_unavailable`, the call ends;
 - a read-only SQLite directory, a read-only PostgreSQL database and a role without
@@ -187,7 +188,14 @@ async def test_store_failing_mid_call_is_told_counted_and_recovers(
         await say(caller, "four")
         [conversation] = (await service.list_sessions(app_name=APP)).sessions
         texts = await stored_texts(service, conversation.user_id, conversation.id)
-    assert [t for t in texts if not t.startswith("You said")] == ["one", "four"]
+        found = await service.get_session(
+            app_name=APP, user_id=conversation.user_id, session_id=conversation.id
+        )
+    # The turns the store missed were stored before the next one, in order, once.
+    assert texts == ["one", "two", "three", "four"]
+    assert found is not None
+    answers = [e.output_transcription.text for e in found.events if e.output_transcription]
+    assert answers == [f"You said: {turn}" for turn in ("one", "two", "three", "four")]
     outage_lines = [r.getMessage() for r in caplog.records if r.name == store_guard.__name__]
     assert len(outage_lines) == 2, outage_lines  # one when it starts, one when it ends
     assert outage_lines[0].startswith("session store failing (append): ")
