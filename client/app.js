@@ -162,6 +162,9 @@ function newCall(token, servers) {
     : new WebRtcCall({ ...options, userId: token ? null : user, iceServers: servers });
   call.addEventListener("message", (event) => onMessage(call, event.detail.message));
   call.addEventListener("state", (event) => onCallState(call, event.detail.state));
+  // No RTP for MEDIA_SILENCE_MS: the gateway died (kill -9, a lost machine). Re-offer at
+  // once with the session id; behind a load balancer another instance continues it.
+  call.addEventListener("media", () => call.live && dropped(call, 0));
   call.addEventListener("track", (event) => ui.playAgentStream(event.detail.stream));
   call.addEventListener("channel", (event) => {
     if (event.detail.state === "open") flushPendingText();
@@ -262,13 +265,13 @@ function retry(waitS) {
   later(() => state.mode && connect(), delayS * 1000);
 }
 
-function dropped(call) {
+function dropped(call, waitS) {
   if (state.call !== call || !state.mode) return;
   state.call = null;
   call.hangUp();
   ui.setAgent("idle");
   ui.system("Connection lost; reconnecting to the same conversation…");
-  retry();
+  retry(waitS);
 }
 
 /** The device's network changed (Wi-Fi to mobile, a VPN came up): the call's ICE path

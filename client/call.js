@@ -3,10 +3,12 @@
 // Signaling is WHIP-shaped: POST /calls with the SDP offer (Content-Type:
 // application/sdp), 201 with the SDP answer and a Location to DELETE on hang-up.
 // The caller creates the one data channel in its offer; the agent's voice arrives as
-// the remote audio track. Events: "state" {state}, "message" {message}, "track" {stream}.
+// the remote audio track. Events: "state" {state}, "message" {message}, "track" {stream},
+// "media" {state: "lost"} (no RTP from the gateway for MEDIA_SILENCE_MS once connected).
 
 import {
   CALLS_PATH,
+  MEDIA_SILENCE_MS,
   MSG,
   SDP_CONTENT_TYPE,
   parseMessage,
@@ -15,6 +17,8 @@ import {
 
 /** How long to wait for our ICE candidates before sending the offer anyway. */
 const ICE_GATHERING_TIMEOUT_MS = 3000;
+/** How often the inbound RTP counter is read while connected (getStats). */
+const MEDIA_POLL_MS = 250;
 
 /** A failed call set-up: `kind` is "capacity", "unknown_session", "http" or "network". */
 export class CallError extends Error {
@@ -32,9 +36,10 @@ export async function callErrorFrom(response) {
   let code = "";
   let message = `The server answered ${response.status}.`;
   try {
+    // RFC 9457 problem details (`code`, `detail`); older gateways: `error`.
     const body = await response.json();
-    code = body?.error?.code ?? "";
-    message = body?.error?.message ?? message;
+    code = body?.code ?? body?.error?.code ?? "";
+    message = body?.detail ?? body?.error?.message ?? message;
   } catch {
     // not JSON: keep the status line
   }
@@ -62,6 +67,8 @@ function iceGatheringComplete(pc) {
 }
 
 export class WebRtcCall extends EventTarget {
+  #mediaWatched = false;
+
   /**
    * @param {object} options
    * @param {MediaStream|null} options.micStream the caller's microphone (null: text only)
@@ -151,6 +158,40 @@ export class WebRtcCall extends EventTarget {
     if (this.state === state || this.state === "closed") return;
     this.state = state;
     this.#emit("state", { state });
+    if (state === "connected" && !this.#mediaWatched) {
+      this.#mediaWatched = true;
+      this.#watchMedia();
+    }
+  }
+
+  /** Emits "media" {state: "lost"} once no RTP packet has arrived for
+   * MEDIA_SILENCE_MS: a killed gateway process sends nothing more, and nothing tells
+   * the browser sooner (ICE "disconnected" came after ~6 s here, "failed" after ~30 s).
+   * Time is measured, not counted in polls, so a throttled timer only delays it. */
+  async #watchMedia() {
+    let packets = -1;
+    let lastAt = performance.now();
+    while (this.state !== "closed" && this.pc?.signalingState !== "closed") {
+      await new Promise((resolve) => setTimeout(resolve, MEDIA_POLL_MS));
+      let received = 0;
+      try {
+        (await this.pc.getStats()).forEach((report) => {
+          if (report.type === "inbound-rtp" && report.kind === "audio") {
+            received = report.packetsReceived ?? 0;
+          }
+        });
+      } catch {
+        return;  // closed meanwhile
+      }
+      const now = performance.now();
+      if (received !== packets) {
+        packets = received;
+        lastAt = now;
+      } else if (now - lastAt >= MEDIA_SILENCE_MS && this.state !== "closed") {
+        this.#emit("media", { state: "lost", silentMs: Math.round(now - lastAt) });
+        return;
+      }
+    }
   }
 
   #emit(type, detail) {

@@ -25,6 +25,11 @@ export const ERROR_CODE = Object.freeze({
   INTERNAL: "internal",
 });
 
+/** The gateway sends an RTP packet every 20 ms for the whole call, silence included:
+ * this long with none means its process, its machine or the path to it is gone
+ * (docs/protocol.md, "Noticing a dead gateway"). ICE consent (RFC 7675) takes ~30 s. */
+export const MEDIA_SILENCE_MS = 2000;
+
 /** Signaling endpoints (WHIP-shaped). */
 export const CALLS_PATH = "/calls";
 export const SDP_CONTENT_TYPE = "application/sdp";

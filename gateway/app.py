@@ -29,9 +29,11 @@ from gateway.calls.admission import Admission
 from gateway.calls.call import CallLimits
 from gateway.calls.manager import CallManager
 from gateway.calls.service import CallService
+from gateway.cluster.fleet import add_fleet
 from gateway.cluster.routing import LOCAL_CALLS_KEY, ClusterCalls, Membership
 from gateway.config import Settings
 from gateway.errors import StartupError
+from gateway.forwarded import TrustedProxies
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import ice
 from gateway.rtc.ice_policy import IcePolicy
@@ -59,7 +61,12 @@ def create_app(
     except ice.UnknownInterfaceError as exc:
         raise StartupError(str(exc)) from None
     ice.restrict_host_addresses(ice_addresses)
-    app = web.Application(middlewares=[signaling.error_middleware])
+    # Outermost but for the connection guard: handlers and their error replies see
+    # the client a trusted proxy names (docs/deploy.md).
+    middlewares = list(signaling.MIDDLEWARES)
+    if settings.trusted_proxies:
+        middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[CONNECTOR_KEY] = connector
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
@@ -101,6 +108,8 @@ def create_app(
             await cluster.close()
 
         app.on_cleanup.append(close_cluster)
+    if settings.redis_url is not None:  # one instance of several (docs/deploy.md §7)
+        service = add_fleet(app, settings, manager, service)
     app[signaling.CALLS_KEY] = service
 
     async def hang_up_all(_: web.Application) -> None:

@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import StartupError
 from gateway.logs import configure_logging
+from gateway.tls import server_context
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.secret_values(),
     )
     try:
+        if settings.certfile is not None and settings.keyfile is not None:
+            # Before the agent loads: a certificate that cannot serve fails in a moment.
+            # Each serving process then loads its own context (`http_server.tls_context`).
+            server_context(settings.certfile, settings.keyfile)
         if settings.workers == 1:
             _serve_in_this_process(settings)
         else:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -198,6 +199,28 @@ class Settings(BaseModel):
         description="Redis (`redis://host:6379/0`) holding what every worker and instance "
         "shares: the usage limits (docs/auth.md); without it each process counts alone.",
     )
+    # Issue 14 (many machines): instances that know each other through Redis.
+    # docs/deploy.md section 7 walks an operator through them.
+    public_url: str | None = Field(
+        None,
+        description="How other instances and clients reach this instance "
+        "(`https://gw-3.example`, scheme://host[:port], no path); default: from host and "
+        "port (https with certfile; the machine's name when host is 0.0.0.0 or ::).",
+    )
+    cross_instance: Literal["proxy", "redirect"] = Field(
+        "proxy",
+        description="A PATCH or DELETE for a call another instance owns (with redis_url): "
+        "`proxy` forwards it to the owner (clients behind one hostname), `redirect` "
+        "answers 307 to the owner's public URL (WHIP's own mechanism, RFC 9725 §4.5).",
+    )
+    fleet_max_calls: int | None = Field(
+        None,
+        ge=1,
+        description="Live calls at once over every instance registered in Redis "
+        "(needs redis_url); beyond it offers get 503 + Retry-After. Approximate: the "
+        "other instances' counts are as fresh as their last heartbeat (2 s).",
+    )
+
     text_turns_per_s: float = Field(
         2.0, gt=0, description="Typed turns per second a call may send to the agent."
     )
@@ -367,6 +390,33 @@ class Settings(BaseModel):
             raise ValueError("a Redis URL starts redis://, rediss:// or unix://")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError(f"{value!r} is not a base URL like https://gw-3.example")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"{value!r} is not a base URL like https://gw-3.example")
+        return url
+
+    @property
+    def advertised_url(self) -> str:
+        """`public_url`, or the URL this instance serves at (scheme from TLS, host,
+        port): what other instances and redirected clients use to reach it."""
+        if self.public_url is not None:
+            return self.public_url
+        scheme = "https" if self.certfile is not None else "http"
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):  # every address: name the machine
+            host = socket.getfqdn()
+        elif ":" in host:  # an IPv6 literal (RFC 3986 §3.2.2)
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
     @field_validator("public_ip")
     @classmethod
     def _an_address(cls, value: str | None) -> str | None:
@@ -386,6 +436,8 @@ class Settings(BaseModel):
             raise ValueError("turn_urls needs turn_secret (the relay's static-auth-secret)")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("certfile and keyfile go together")
+        if self.fleet_max_calls is not None and self.redis_url is None:
+            raise ValueError("fleet_max_calls needs redis_url (where the instances count)")
         return self
 
     @field_validator("log_level")

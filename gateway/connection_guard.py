@@ -34,6 +34,7 @@ import errno
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import AtCapacity, error_reply
+from gateway.errors import PROBLEM_JSON_TYPE, AtCapacity, error_reply
 
 logger = logging.getLogger(__name__)
 
@@ -267,14 +268,14 @@ class ConnectionGuard:
 
 def refusal_bytes() -> bytes:
     """The whole HTTP answer to a connection refused at the cap: 503, the gateway's
-    JSON error, `Retry-After`, `Connection: close`."""
+    problem details (RFC 9457), `Retry-After`, `Connection: close`."""
     reply = error_reply(
         AtCapacity("too many connections; retry later", retry_after_s=REFUSED_RETRY_AFTER_S)
     )
     body = json.dumps(reply.http_body()).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {PROBLEM_JSON_TYPE}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Retry-After: {reply.retry_after_s}\r\n"
         "Connection: close\r\n\r\n"
@@ -283,11 +284,22 @@ def refusal_bytes() -> bytes:
 
 
 class Listener:
-    """Accepts on one listening socket for the guard; pauses when out of descriptors."""
+    """Accepts on one listening socket for the guard; pauses when out of descriptors.
 
-    def __init__(self, sock: socket.socket, guard: ConnectionGuard) -> None:
+    With an `ssl_context` each connection does its TLS handshake before aiohttp (and
+    the guard's head timer) sees it, bounded by `header_timeout_s` (a handshake that
+    dawdles is a head that dawdles). A connection refused at the cap is closed without
+    the 503: over TLS that answer would cost the handshake the cap is refusing."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._sock = sock
         self._guard = guard
+        self._ssl = ssl_context
         self._loop = asyncio.get_running_loop()
         self._connecting: set[asyncio.Task[object]] = set()
         self._resume: asyncio.TimerHandle | None = None
@@ -325,12 +337,17 @@ class Listener:
         sock.setblocking(False)
         conn = self._guard.admit()
         if conn is None:
-            with contextlib.suppress(OSError):
-                sock.send(self._refusal)
+            if self._ssl is None:
+                with contextlib.suppress(OSError):
+                    sock.send(self._refusal)
             sock.close()
             return
+        handshake_s = self._guard.limits.header_timeout_s if self._ssl is not None else None
         task = self._loop.create_task(
-            self._loop.connect_accepted_socket(lambda: conn, sock), name="http/accept"
+            self._loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=self._ssl, ssl_handshake_timeout=handshake_s
+            ),
+            name="http/accept",
         )
         self._connecting.add(task)
         task.add_done_callback(lambda done: self._connected(done, conn, sock))

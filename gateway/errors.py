@@ -11,10 +11,22 @@ cannot start. Standard library only (the supervisor imports this module).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 #: The protection space of the gateway's bearer credentials (RFC 6750).
 REALM = "adk-webrtc-gateway"
+#: RFC 9457 §3: the media type of every HTTP error body.
+PROBLEM_JSON_TYPE = "application/problem+json"
+#: Our own URN namespace, for problem types (RFC 9457 §3.1.1) and the WHIP extension
+#: we advertise (RFC 9725 §4.9). Not `urn:ietf:params:whip:ext:...`: RFC 9725 §4.9
+#: has each extension register that name with IANA (§6, Specification Required), and
+#: we have no registration. An `x-` namespace identifier is the experimental, never
+#: registered form (RFC 3406 §4.1, since obsoleted by RFC 8141): a private name that
+#: cannot pass for an IETF one. Link relation types may be any URI (RFC 8288 §2.1.2).
+URN_BASE = "urn:x-adk-webrtc-gateway"
+#: RFC 9457 §3.1.1: one problem type per wire code, `<PROBLEM_TYPE_BASE><code>`.
+PROBLEM_TYPE_BASE = f"{URN_BASE}:error:"
 #: WebSocket close code for a failure of ours (RFC 6455 "internal error").
 WS_INTERNAL_ERROR = 1011
 #: WebSocket close codes for gateway errors: this plus the error's HTTP status.
@@ -125,6 +137,26 @@ class NotFound(GatewayError, code="not_found", http_status=404):
     """Nothing by that name."""
 
 
+class MethodNotAllowed(GatewayError, code="method_not_allowed", http_status=405):
+    """A method the resource does not take (the response's `Allow` lists those it
+    does; RFC 9725 §4.2 reserves the others)."""
+
+
+class PreconditionFailed(GatewayError, code="precondition_failed", http_status=412):
+    """`If-Match` names another ICE session than the call's (RFC 9725 §4.3.2, RFC 9110
+    §13.1.1): the request was meant for an earlier or another session."""
+
+
+class PreconditionRequired(GatewayError, code="precondition_required", http_status=428):
+    """A trickle `PATCH` without `If-Match` (RFC 9725 §4.3.2, RFC 6585 §3)."""
+
+
+class IceRestartUnsupported(GatewayError, code="ice_restart_unsupported", http_status=422):
+    """A `PATCH` with new ICE credentials: the gateway does trickle ICE but cannot
+    restart ICE (aiortc has no ICE restart), so RFC 9725 §4.3.1 prescribes 422; the
+    call and its ICE session go on (§4.3.3). Moving the call is the way out."""
+
+
 class UnknownCall(NotFound, code="unknown_call"):
     """No live call has that id (it ended, or never was)."""
 
@@ -144,6 +176,18 @@ class TooManyPending(GatewayError, code="too_many_pending", http_status=429, ret
 
 class AgentUnavailable(GatewayError, code="agent_unavailable", http_status=503, retry_after_s=5):
     """The agent could not start (bad credentials, unknown model, unreachable)."""
+
+
+class RegistryUnavailable(
+    GatewayError, code="registry_unavailable", http_status=503, retry_after_s=5
+):
+    """The fleet's registry (Redis) cannot say which instance owns a call that is not
+    on this one; calls on this instance, and new calls, still work."""
+
+
+class OwnerUnavailable(GatewayError, code="owner_unavailable", http_status=503, retry_after_s=2):
+    """The instance that owns the call did not answer a forwarded request (it stopped
+    or is stuck: its calls leave the registry when its heartbeat lapses)."""
 
 
 class WorkerUnavailable(GatewayError, code="worker_unavailable", http_status=503):
@@ -170,13 +214,34 @@ class ErrorReply:
         return headers
 
     def http_body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        """RFC 9457 problem details (`type`, `title`, `status`, `detail`) plus our `code`
+        (an extension member, §3.2), and the legacy `error` object that clients written
+        before (`client/call.js`, the workers' routing) read."""
+        return {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": status_title(self.http_status),
+            "status": self.http_status,
+            "detail": self.message,
+            "code": self.code,
+            "error": {"code": self.code, "message": self.message},
+        }
 
     @property
     def websocket_close_code(self) -> int:
         if self.code == GatewayError.code:
             return WS_INTERNAL_ERROR
         return WS_CLOSE_CODE_BASE + self.http_status
+
+
+def status_title(status: int) -> str:
+    """The status's reason phrase (RFC 9110 §15), the problem's `title`: constant for
+    each of our codes, since each code has one status."""
+    if status == 422:  # RFC 9110 §15.5.21's name; Python 3.11 has RFC 4918's
+        return "Unprocessable Content"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def error_reply(exc: BaseException) -> ErrorReply:

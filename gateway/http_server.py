@@ -16,8 +16,11 @@ What bounds what:
 - open and idle connections: `max_connections` and `max_idle_connections` per
   process (`connection_guard`), sized from RLIMIT_NOFILE unless set.
 
-May import aiohttp, the stdlib, `config`, `connection_guard` and the supervisor's
-`listen` (stdlib only); nothing of calls, aiortc or ADK.
+With `--certfile`/`--keyfile` the same sockets speak HTTPS (`tls`: the context,
+loaded once per process; `connection_guard.Listener`: the handshake).
+
+May import aiohttp, the stdlib, `config`, `connection_guard`, `forwarded`, `tls` and
+the supervisor's `listen` (stdlib only); nothing of calls, aiortc or ADK.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -38,6 +42,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.config import Settings
 from gateway.connection_guard import ConnectionGuard, GuardLimits, Listener, RateLimitedLog
+from gateway.forwarded import CLIENT_KEY
+from gateway.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +109,15 @@ def open_file_limit() -> int:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: remote, method, path, status, bytes, seconds. Never the
+    """One line per request: client (the one a trusted proxy names, else the peer),
+    method, path, status, bytes, seconds. Never the
     query string (session ids and tokens travel there), headers (Authorization,
     cookies, a Referer with its query) or a user id in the path."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %d %d %.3f',
-            request.remote or "-",
+            request.get(CLIENT_KEY) or request.remote or "-",
             request.method,
             loggable_path(request),
             response.status,
@@ -231,10 +238,13 @@ class PublicServer:
         install_log_filters()
         await self._runner.setup()
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        """Accept on `sockets` (already listening) and say what the limits are."""
+    async def start(
+        self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Accept on `sockets` (already listening), over TLS with `ssl_context`, and
+        say what the limits are."""
         for sock in sockets:
-            listener = Listener(sock, self.guard)
+            listener = Listener(sock, self.guard, ssl_context)
             listener.start()
             self._listeners.append(listener)
         _log_limits(self.limits)
@@ -281,15 +291,30 @@ def serve(app: web.Application, settings: Settings) -> None:
     start-up hooks raise."""
     from gateway.cluster.supervisor import listen
 
+    ssl_context = tls_context(settings)
     sockets = listen(settings.host, settings.port)
     try:
-        asyncio.run(_serve(app, settings, sockets))
+        asyncio.run(_serve(app, settings, sockets, ssl_context))
     finally:
         for sock in sockets:
             sock.close()
 
 
-async def _serve(app: web.Application, settings: Settings, sockets: list[socket.socket]) -> None:
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS server context of `--certfile`/`--keyfile` (None: plain HTTP).
+
+    Raises `StartupError` when they cannot serve."""
+    if settings.certfile is None or settings.keyfile is None:
+        return None
+    return server_context(settings.certfile, settings.keyfile)
+
+
+async def _serve(
+    app: web.Application,
+    settings: Settings,
+    sockets: list[socket.socket],
+    ssl_context: ssl.SSLContext | None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -297,10 +322,11 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
     server = PublicServer(app, HttpLimits.from_settings(settings, settings.max_calls))
     try:
         await server.setup()
-        await server.start(sockets)
+        await server.start(sockets, ssl_context)
         host, port = sockets[0].getsockname()[:2]
         logger.info(
-            "serving on http://%s:%d (agent %s)",
+            "serving on %s://%s:%d (agent %s)",
+            "http" if ssl_context is None else "https",
             host if ":" not in host else f"[{host}]",
             port,
             settings.agent,

@@ -1,8 +1,14 @@
-"""HTTP signaling (aiohttp): WHIP-shaped `/calls`, JSON `/offer`, `/ice-servers`,
+"""HTTP signaling (aiohttp): WHIP (RFC 9725) `/calls`, JSON `/offer`, `/ice-servers`,
 `/healthz`, `/stats`.
 
 Speaks HTTP and strings: SDP in, SDP out. Client mistakes become 4xx here, in one
-place (`error_middleware`); nothing below this module knows about HTTP. Whether the
+place (`error_middleware`), every error an RFC 9457 problem (the router's own 404
+and 405 included); nothing below this module knows about HTTP. `/calls` follows
+RFC 9725: `201` with exactly `application/sdp`, an `ETag` naming the call's ICE
+session, `Link` headers for the caller's STUN/TURN servers (§4.6) and our extension
+(§4.9); trickle `PATCH` needs `If-Match` (§4.3.2); an ICE restart gets `422`
+(§4.3.1: we trickle but cannot restart); `OPTIONS` advertises `Accept-Post` /
+`Accept-Patch` beside aiohttp-cors's preflights (`options_middleware`). Whether the
 gateway is one process or several is behind the `CallService`; answers name the
 process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or ADK
 (`rtc/ice_servers.py` is plain data).
@@ -11,11 +17,14 @@ process that owns the call (`X-Gateway-Worker: <pid>`). Never imports aiortc or 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.agent_api import Modality
@@ -23,12 +32,17 @@ from gateway.auth.http import EDGE_AUTH_KEY, granted_session
 from gateway.auth.principal import Principal
 from gateway.calls.service import CallService
 from gateway.errors import (
+    PROBLEM_JSON_TYPE,
+    URN_BASE,
     BadRequest,
     GatewayError,
+    IceRestartUnsupported,
     PayloadTooLarge,
+    PreconditionRequired,
     RequestTimeout,
     UnsupportedMediaType,
     error_reply,
+    status_title,
 )
 from gateway.metrics.counters import counters_json
 from gateway.metrics.process_stats import process_stats, sibling_stats
@@ -46,6 +60,24 @@ ICE_SERVERS_KEY = web.AppKey("ice_servers", IceServers)
 SDP_TYPE = "application/sdp"
 SDPFRAG_TYPE = "application/trickle-ice-sdpfrag"
 WORKER_HEADER = "X-Gateway-Worker"
+#: RFC 9725 §4.9: our extension to WHIP, advertised on every 201 (a `Link` to the
+#: call): the call is bidirectional (the agent speaks back on the audio track) and
+#: its data channel speaks docs/protocol.md's messages, version 1. Why this URN, not
+#: `urn:ietf:params:whip:ext:...`: see `errors.URN_BASE`.
+AGENT_CALL_EXTENSION = f"{URN_BASE}:whip:ext:agent-call:1"
+#: What a caller does instead of an ICE restart (docs/protocol.md, "Moving a call
+#: instead of an ICE restart"); RFC 9725 §4.3.3: a refused restart keeps the call.
+ICE_RESTART_DETAIL = (
+    "this gateway cannot restart ICE; the call and its ICE session go on unchanged."
+    " To move the call (say after a network change), POST /calls a new offer with"
+    " ?session_id=<the X-Session-Id of this call's 201 answer>: the new call continues"
+    " the same conversation and this one ends."
+)
+#: What each WHIP resource takes (RFC 9725 §4.2: other methods get 405), and what
+#: it advertises on OPTIONS: `Accept-Post` (§4.2, W3C LDP §7.1), `Accept-Patch`
+#: (RFC 5789 §3.1).
+_ENDPOINT_ADVERTISED = {hdrs.ALLOW: "OPTIONS, POST", "Accept-Post": SDP_TYPE}
+_SESSION_ADVERTISED = {hdrs.ALLOW: "OPTIONS, PATCH, DELETE", "Accept-Patch": SDPFRAG_TYPE}
 
 
 class OfferRequest(BaseModel):
@@ -61,21 +93,121 @@ class OfferRequest(BaseModel):
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Gateway errors become JSON error responses with their status (and Retry-After)."""
+    """Every error becomes an RFC 9457 problem with its status (and Retry-After):
+    gateway errors, aiohttp's own (the router's 404 and 405, aiohttp-cors's 403)
+    and, opaquely, bugs. On a WHIP resource a 415 names the type it takes and a 405
+    the methods (`OPTIONS` included)."""
     try:
         return await handler(request)
     except GatewayError as exc:
+        return error_response(exc, headers=_advertised_on_error(request, exc.http_status))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k not in _BODY_HEADERS}
+        headers.update(_advertised_on_error(request, exc.status))
+        return error_response(_from_aiohttp(request, exc), headers=headers)
+    except Exception as exc:  # boundary: a bug is a 500, logged once, never its text
+        logger.exception("request failed")
         return error_response(exc)
 
 
-def error_response(exc: GatewayError) -> web.Response:
-    """The HTTP form of `error_reply(exc)`; unexpected server errors are logged."""
-    reply = error_reply(exc)
-    if reply.unexpected:
-        logger.error("request failed: %s", reply.code)
-    return web.json_response(
-        reply.http_body(), status=reply.http_status, headers=reply.http_headers()
+@web.middleware
+async def options_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`OPTIONS` on the WHIP resources: `200` with `Allow` and `Accept-Post` (the
+    endpoint, RFC 9725 §4.2) or `Accept-Patch` (a call, RFC 5789 §3.1). A CORS
+    preflight (`Origin` and `Access-Control-Request-Method`) on a route aiohttp-cors
+    serves (`--allowed-origins`) is its answer with these added; no ICE servers on
+    a preflight (§4.6: minting TURN credentials for every preflight costs latency
+    and work, and a preflight carries no credential to mint them for)."""
+    advertised = _advertised(request.path)
+    if request.method != hdrs.METH_OPTIONS or advertised is None:
+        return await handler(request)
+    preflight = hdrs.ORIGIN in request.headers and (
+        hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
     )
+    if preflight and request.match_info.http_exception is None:
+        response = await handler(request)
+        response.headers.update(advertised)
+        return response
+    headers = CIMultiDict(advertised)
+    # §4.6 allows the servers here for clients that cannot take them after their
+    # offer; only for a caller we know (TURN credentials are minted per user).
+    wants_servers = request.path == "/calls" and not preflight
+    principal = await _options_caller(request) if wants_servers else None
+    if principal is not None:
+        for server in request.app[ICE_SERVERS_KEY].for_user(principal.user_id):
+            headers.add(hdrs.LINK, server.link_header())
+    return web.Response(status=200, headers=headers)
+
+
+async def _options_caller(request: web.Request) -> Principal | None:
+    """Who sent a plain `OPTIONS /calls`, as `POST /calls` would see it; None without
+    a valid credential (an `OPTIONS` is answered either way)."""
+    auth = request.app[EDGE_AUTH_KEY]
+    if auth.authenticator is not None and hdrs.AUTHORIZATION not in request.headers:
+        return None
+    try:
+        return await auth.principal(request, user_id=_query_id(request, "user_id"))
+    except GatewayError:
+        return None
+
+
+#: The app's middlewares, outermost first.
+MIDDLEWARES: tuple[Middleware, ...] = (error_middleware, options_middleware)
+_BODY_HEADERS = frozenset({hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH})
+
+
+def error_response(exc: BaseException, *, headers: Mapping[str, str] = {}) -> web.Response:
+    """The HTTP form of `error_reply(exc)`: `application/problem+json` (RFC 9457 §3,
+    exactly: no charset parameter), its status and Retry-After; unexpected gateway
+    errors are logged (a bug is logged, with its traceback, where it was caught)."""
+    reply = error_reply(exc)
+    if reply.unexpected and isinstance(exc, GatewayError):
+        logger.error("request failed: %s", reply.code)
+    return web.Response(
+        status=reply.http_status,
+        body=json.dumps(reply.http_body()).encode(),
+        headers={**headers, **reply.http_headers(), hdrs.CONTENT_TYPE: PROBLEM_JSON_TYPE},
+    )
+
+
+def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    """aiohttp's error as the gateway error of that status (`not_found`,
+    `method_not_allowed`, `forbidden`, ...)."""
+    code = _AIOHTTP_CODES.get(exc.status) or status_title(exc.status).lower().replace(" ", "_")
+    if exc.status == 404:
+        message = "nothing is served at this path"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed here"
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text  # aiohttp-cors says why a preflight failed
+    else:
+        message = status_title(exc.status)
+    return GatewayError.from_wire(code, message, http_status=exc.status)
+
+
+_AIOHTTP_CODES = {413: "payload_too_large", 408: "request_timeout", 415: "unsupported_media_type"}
+
+
+def _advertised(path: str) -> dict[str, str] | None:
+    """What the WHIP resource at `path` takes, or None for any other path."""
+    if path == "/calls":
+        return _ENDPOINT_ADVERTISED
+    if path.startswith("/calls/") and "/" not in path[len("/calls/") :]:
+        return _SESSION_ADVERTISED
+    return None
+
+
+def _advertised_on_error(request: web.Request, status: int) -> dict[str, str]:
+    """On a WHIP resource: a 415 names the type it takes (`Accept-Post`, RFC 9725
+    §4.2; `Accept-Patch`, RFC 5789 §2.2), a 405 the methods (RFC 9110 §15.5.6)."""
+    advertised = _advertised(request.path) or {}
+    if status == 415:
+        return {k: v for k, v in advertised.items() if k != hdrs.ALLOW}
+    if status == 405:
+        return {k: v for k, v in advertised.items() if k == hdrs.ALLOW}
+    return {}
 
 
 async def read_body(request: web.Request, *, content_type: str) -> str:
@@ -144,16 +276,22 @@ async def post_calls(request: web.Request) -> web.Response:
         source=request.remote or "",
     )
     location = f"/calls/{answer.call_id}"
-    return web.Response(
-        status=201,
-        text=answer.sdp,
-        content_type=SDP_TYPE,
-        headers={
-            "Location": location,
+    headers = CIMultiDict(
+        {
+            # RFC 9725 §4.2: exactly this type (aiohttp's `text=` would add a charset).
+            hdrs.CONTENT_TYPE: SDP_TYPE,
+            hdrs.LOCATION: location,
+            # §4.3.1: a strong entity-tag naming the ICE session, for `If-Match`.
+            hdrs.ETAG: f'"{answer.ice_tag}"',
             "X-Session-Id": answer.session_id,
             WORKER_HEADER: str(answer.pid),
-        },
+        }
     )
+    # §4.6: the caller's STUN/TURN servers, TURN credentials minted for this call.
+    for server in request.app[ICE_SERVERS_KEY].for_user(principal.user_id):
+        headers.add(hdrs.LINK, server.link_header())
+    headers.add(hdrs.LINK, f'<{location}>; rel="{AGENT_CALL_EXTENSION}"')  # §4.9
+    return web.Response(status=201, body=answer.sdp.encode(), headers=headers)
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -217,12 +355,23 @@ async def _call_owner(request: web.Request) -> Principal:
 
 
 async def patch_call(request: web.Request) -> web.Response:
-    """Trickle ICE: add the caller's candidates (RFC 8840 sdpfrag)."""
+    """Trickle ICE: add the caller's candidates (RFC 8840 sdpfrag). RFC 9725 §4.3.2:
+    `If-Match` is required (428 without; 412 when it names another ICE session);
+    `204` without an `ETag`. An ICE restart (new ufrag/pwd, `If-Match: *` by §4.3.3)
+    gets 422 (§4.3.1) and says how to move the call instead."""
     requester = await _call_owner(request)
     sdpfrag = await read_body(request, content_type=SDPFRAG_TYPE)
-    await request.app[CALLS_KEY].add_candidates(
-        request.match_info["call_id"], sdpfrag, requester=requester
-    )
+    if_match = request.if_match
+    if if_match is None:
+        raise PreconditionRequired("a trickle PATCH needs If-Match with the call's ETag")
+    # RFC 9110 §13.1.1: If-Match uses the strong comparison: weak tags never match.
+    ice_tags = frozenset(tag.value for tag in if_match if not tag.is_weak)
+    try:
+        await request.app[CALLS_KEY].add_candidates(
+            request.match_info["call_id"], sdpfrag, requester=requester, ice_tags=ice_tags
+        )
+    except IceRestartUnsupported:
+        raise IceRestartUnsupported(ICE_RESTART_DETAIL) from None
     return web.Response(status=204)
 
 

@@ -173,7 +173,10 @@ async def test_calls_belong_to_their_user(secured: Callable[..., Any]) -> None:
         assert response.status == 201
         location = response.headers["Location"]
         frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
-        patch_headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        patch_headers = {
+            "Content-Type": "application/trickle-ice-sdpfrag",
+            "If-Match": response.headers["ETag"],
+        }
         as_bob = bearer(token("bob"))
         denied = await client.patch(location, data=frag, headers={**patch_headers, **as_bob})
         assert denied.status == 403

@@ -223,23 +223,17 @@ async def test_json_offer(start_gateway: Callable[..., Any]) -> None:
 async def test_trickle_candidates_patch(start_gateway: Callable[..., Any]) -> None:
     connector = FakeAgentConnector()
     client = await start_gateway(connector)
-    async with live_call(client) as (_caller, location):
-        frag = "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
-        response = await client.patch(
-            location, data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
-        )
+    async with live_call(client) as (caller, location):
+        frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        assert caller.etag is not None
+        trickle = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": caller.etag}
+        response = await client.patch(location, data=frag, headers=trickle)
         assert response.status == 204
-        bad = await client.patch(
-            location,
-            data="a=candidate:x",
-            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
-        )
+        bad = await client.patch(location, data="a=candidate:x", headers=trickle)
         assert bad.status == 400
         wrong_type = await client.patch(location, data=frag, headers={"Content-Type": "text/plain"})
         assert wrong_type.status == 415
-        unknown = await client.patch(
-            "/calls/nope", data=frag, headers={"Content-Type": "application/trickle-ice-sdpfrag"}
-        )
+        unknown = await client.patch("/calls/nope", data=frag, headers=trickle)
         assert unknown.status == 404
         assert (await client.delete(location)).status == 204
 

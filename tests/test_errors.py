@@ -3,8 +3,9 @@
 Pins down:
 - every gateway error carries its status, wire code and retry-after; temporary
   ones (at capacity, agent unavailable) say when to retry, others do not;
-- `error_reply` is what every transport shows: HTTP body and headers, WebSocket
-  close code; a bug is an opaque `internal` error, never its message;
+- `error_reply` is what every transport shows: HTTP body (RFC 9457 problem details
+  with our `code` and the legacy `error` object) and headers, WebSocket close code;
+  a bug is an opaque `internal` error, never its message;
 - an error answered by another worker comes back as the same class;
 - the supervisor process (`python -m gateway` with several workers) imports
   neither aiohttp nor aiortc nor ADK.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from http import HTTPStatus
 
 import pytest
 
@@ -52,7 +54,14 @@ def test_one_reply_for_every_transport(
     reply = error_reply(error)
     assert reply.http_status == status
     assert reply.http_headers() == headers
-    assert reply.http_body() == {"error": {"code": error.code, "message": error.message}}
+    assert reply.http_body() == {
+        "type": f"urn:x-adk-webrtc-gateway:error:{error.code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": error.message,
+        "code": error.code,
+        "error": {"code": error.code, "message": error.message},
+    }
     assert reply.websocket_close_code == ws_close
     assert reply.unexpected is unexpected
 

@@ -156,6 +156,7 @@ async def trickle_floods(gateway: HostileGateway) -> None:
                 async with gateway.client.post("/calls", data=offer, headers=SDP) as response:
                     assert response.status == 201
                     location = response.headers["Location"]
+                    trickle = {**SDPFRAG, "If-Match": response.headers["ETag"]}
                 frags = [random_sdpfrag(gateway.rng) for _ in range(100 * SCALE)]
                 lines = list(listeners.candidate_lines())
                 lines += [
@@ -163,7 +164,7 @@ async def trickle_floods(gateway: HostileGateway) -> None:
                 ]
                 frags += [sdpfrag(lines[:500]), sdpfrag(lines[500:])]
                 for frag in frags:
-                    async with gateway.client.patch(location, data=frag, headers=SDPFRAG) as r:
+                    async with gateway.client.patch(location, data=frag, headers=trickle) as r:
                         gateway.report.record("trickle", r.status, await r.read())
                 await asyncio.sleep(1.0)  # the checks of 16 candidates start in 0.3 s
                 async with gateway.client.delete(location) as r:
@@ -314,7 +315,9 @@ async def test_rtp_at_ten_times_real_time_reaches_the_agent_at_real_time(
     finally:
         await caller.close()
     print(f"\n{elapsed:.2f} s: sent {sent_s:.1f} s of audio, the agent got {heard_s:.2f} s")
-    assert sent_s > 5 * elapsed  # a flood (timers on a busy loop fire a little late)
+    # A flood: twice real time at least (the sender shares this busy loop; unpoliced,
+    # the agent would get all of it, over the bound below).
+    assert sent_s > 2 * elapsed
     # Real time, plus the burst, plus one 40 ms chunk still in the pump, plus slack.
     assert heard_s <= elapsed * DEFAULT_RATE + DEFAULT_BURST_S + 0.04 + 0.2
     assert heard_s >= elapsed * 0.8  # policed to real time, not starved

@@ -209,7 +209,10 @@ async def test_an_authenticated_gateway_under_hostile_load(tmp_path: Path) -> No
     assert auth_statuses[429] >= AUTH_FAILURES_PER_MINUTE
     assert all(c.startswith("Bearer") for c in challenges)
     assert ws_events["error"] >= 5  # bad frames are answered, the socket carries on
-    assert max(took) < 1.0
+    # Prompt, not timed: the failure this guards against is /healthz offline (seconds of
+    # timeouts); on a shared 2-core machine a busy moment costs ~1 s (seen at load 11).
+    assert max(took) < 3.0
+    assert sorted(took)[len(took) // 2] < 0.5
     text = log.read_text(errors="replace")
     assert "Traceback" not in text
     assert '" 5' not in text  # no 5xx in the access log (`"POST /calls" 201 ...`)

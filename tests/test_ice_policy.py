@@ -175,8 +175,11 @@ async def test_the_gateway_probes_the_first_16_allowed_candidates_and_nothing_el
             assert response.status == 201
             location = response.headers["Location"]
             assert "a=max-message-size:65536" in await response.text()
+            if_match = {"If-Match": response.headers["ETag"]}
         patch = sdpfrag(lines[10:])
-        async with client.patch(location, data=patch.encode(), headers=SDPFRAG) as response:
+        async with client.patch(
+            location, data=patch.encode(), headers={**SDPFRAG, **if_match}
+        ) as response:
             assert response.status == 204
         await asyncio.sleep(1.0)  # checks start every 20 ms: 16 take 0.3 s
         assert listeners.probed() == listeners.addresses[:16]

@@ -93,6 +93,7 @@ async def place_call(
     async with http.post(f"{base}/calls", data=await caller.offer(), headers=SDP) as response:
         assert response.status == 201, await response.text()
         await caller.accept(await response.text())
+        caller.etag = response.headers["ETag"]
         return response.headers["Location"], int(response.headers["X-Gateway-Worker"])
 
 
@@ -133,11 +134,17 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
             await asyncio.gather(*(c.wait_connected(20) for c in callers))
             await asyncio.gather(*(assert_answered(c) for c in callers))
 
-            frag = "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
-            for location, owner in placed:
+            frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+            for (location, owner), caller in zip(placed, callers, strict=True):
                 async with via_worker(gateway.base, owner, other=True) as elsewhere:
+                    # The owner checks If-Match, forwarded from the worker that got it.
+                    stale = {**SDPFRAG, "If-Match": '"another-ice-session"'}
                     async with elsewhere.patch(gateway.base + location, data=frag,
-                                               headers=SDPFRAG) as response:  # fmt: skip
+                                               headers=stale) as response:  # fmt: skip
+                        assert response.status == 412, await response.text()
+                    trickle = {**SDPFRAG, "If-Match": caller.etag or ""}
+                    async with elsewhere.patch(gateway.base + location, data=frag,
+                                               headers=trickle) as response:  # fmt: skip
                         assert response.status == 204, await response.text()
                     async with elsewhere.delete(gateway.base + location) as response:
                         assert response.status == 204, await response.text()
@@ -152,8 +159,9 @@ async def test_calls_spread_over_workers_and_any_worker_routes_them(tmp_path: Pa
                 for unknown in ["nope", call_id(0), call_id(1), call_id(7), call_id(0)[:-1]]:
                     async with on_worker.delete(f"{gateway.base}/calls/{unknown}") as response:
                         assert response.status == 404, unknown
+                    any_session = {**SDPFRAG, "If-Match": "*"}
                     async with on_worker.patch(f"{gateway.base}/calls/{unknown}", data=frag,
-                                               headers=SDPFRAG) as response:  # fmt: skip
+                                               headers=any_session) as response:  # fmt: skip
                         assert response.status == 404, unknown
                 # The WebSocket transport and the web client work on every worker too.
                 async with on_worker.ws_connect(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +31,19 @@ from gateway.agent_api import (
 from gateway.auth.rate_limits import TokenBucket
 from gateway.calls.caller_channel import CallerChannel
 from gateway.calls.service import HANGUP_TIMEOUT_S, Answer, CallRequest
-from gateway.errors import GatewayError, MessageTooLarge, RateLimited, error_reply
+from gateway.errors import (
+    GatewayError,
+    IceRestartUnsupported,
+    MessageTooLarge,
+    PreconditionFailed,
+    RateLimited,
+    error_reply,
+)
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
 from gateway.metrics.counters import COUNTERS
 from gateway.rtc import peer_connection
 from gateway.rtc.ice_policy import CandidateBudget, IcePolicy
+from gateway.rtc.offer_shape import ice_credentials
 from gateway.rtc.receive_path import caller_audio_track
 from gateway.wire import data_channel
 
@@ -83,6 +92,9 @@ class Call:
     ) -> None:
         self._shape = peer_connection.validate_offer(request.offer_sdp)
         self.call_id = call_id
+        #: Names the call's one ICE session (aiortc cannot restart ICE, so it never
+        #: changes): 96 random bits, URL-safe, so a valid entity-tag (RFC 9110 §8.8.3).
+        self.ice_tag = secrets.token_urlsafe(12)
         self.request = request
         self._candidates = CandidateBudget(ice_policy or IcePolicy())
         self._offer_sdp = self._candidates.filter_sdp(request.offer_sdp)
@@ -130,8 +142,15 @@ class Call:
             await self.hang_up("offer failed")
             raise
 
-    async def add_candidates(self, sdpfrag: str) -> None:
-        """Trickle ICE: the caller's candidates (RFC 8840 sdpfrag); `InvalidSdp` if bad."""
+    async def add_candidates(self, sdpfrag: str, *, ice_tags: frozenset[str] | None = None) -> None:
+        """Trickle ICE: the caller's candidates (RFC 8840 sdpfrag); `InvalidSdp` if bad.
+        `PreconditionFailed` when `ice_tags` (None: any) name another ICE session;
+        `IceRestartUnsupported` when the fragment brings new ICE credentials (an ICE
+        restart, RFC 8839 §4.4.1.1.1): nothing is applied and the call goes on."""
+        if ice_tags is not None and "*" not in ice_tags and self.ice_tag not in ice_tags:
+            raise PreconditionFailed("If-Match names another ICE session than this call's")
+        if not ice_credentials(sdpfrag) <= self._shape.ice_credentials:
+            raise IceRestartUnsupported("this call cannot restart ICE")
         if self._pc is not None:
             await peer_connection.add_remote_candidates(
                 self._pc, sdpfrag, budget=self._candidates, mid=self._shape.ice_mid
@@ -212,7 +231,9 @@ class Call:
             mode = request.modality.value
             self.session_id = agent.session_id
             self._channel.send(data_channel.session_message(self.call_id, agent.session_id, mode))
-            self._answer.set_result(Answer(self.call_id, agent.session_id, answer_sdp))
+            self._answer.set_result(
+                Answer(self.call_id, agent.session_id, answer_sdp, ice_tag=self.ice_tag)
+            )
             logger.info("call %s answered", self.call_id)
             reason = await self._run_tasks(pc, agent)
         if self._channel.dropped_out or self._channel.dropped_in:

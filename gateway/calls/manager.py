@@ -76,6 +76,11 @@ class CallManager:
     def workers(self) -> list[WorkerLoad]:
         return [WorkerLoad(os.getpid(), self.live_calls, COUNTERS.values())]
 
+    def call_ids(self) -> list[str]:
+        """The ids of this process's calls (the fleet registry maps each to this
+        instance)."""
+        return list(self._calls)
+
     async def accept_offer(
         self,
         offer_sdp: str,
@@ -140,9 +145,14 @@ class CallManager:
         return len(old)
 
     async def add_candidates(
-        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+        self,
+        call_id: str,
+        sdpfrag: str,
+        *,
+        requester: Principal | None = None,
+        ice_tags: frozenset[str] | None = None,
     ) -> None:
-        await self._owned(call_id, requester).add_candidates(sdpfrag)
+        await self._owned(call_id, requester).add_candidates(sdpfrag, ice_tags=ice_tags)
 
     async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
         """End a call and wait (bounded) until it has released everything."""

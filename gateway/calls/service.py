@@ -41,6 +41,8 @@ class Answer:
     sdp: str
     #: The process that owns the call (a worker's pid in a multi-process gateway).
     pid: int = field(default_factory=os.getpid)
+    #: Names the call's ICE session (random per call; the HTTP edge's ETag).
+    ice_tag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,17 @@ class CallService(Protocol):
         ...
 
     async def add_candidates(
-        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+        self,
+        call_id: str,
+        sdpfrag: str,
+        *,
+        requester: Principal | None = None,
+        ice_tags: frozenset[str] | None = None,
     ) -> None:
-        """Trickle ICE; `Forbidden` unless `requester` owns the call (or is admin)."""
+        """Trickle ICE; `Forbidden` unless `requester` owns the call (or is admin).
+        `ice_tags`: the ICE sessions the caller means (its `If-Match`; "*" any, None
+        unconditional): `PreconditionFailed` unless the call's is among them.
+        `IceRestartUnsupported` for new ICE credentials (the call goes on)."""
         ...
 
     async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:

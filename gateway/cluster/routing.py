@@ -14,6 +14,7 @@ or ADK.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections import Counter
@@ -133,13 +134,22 @@ class ClusterCalls:
         raise AtCapacity("the gateway is at capacity; try again shortly")
 
     async def add_candidates(
-        self, call_id: str, sdpfrag: str, *, requester: Principal | None = None
+        self,
+        call_id: str,
+        sdpfrag: str,
+        *,
+        requester: Principal | None = None,
+        ice_tags: frozenset[str] | None = None,
     ) -> None:
         owner = self._owner(call_id)
         if owner == self._member.index:
-            await self._local.add_candidates(call_id, sdpfrag, requester=requester)
+            await self._local.add_candidates(
+                call_id, sdpfrag, requester=requester, ice_tags=ice_tags
+            )
             return
         headers = {"Content-Type": signaling.SDPFRAG_TYPE, **_requester_header(requester)}
+        if ice_tags is not None:
+            headers[ICE_TAGS_HEADER] = json.dumps(sorted(ice_tags))
         await self._forward(owner, "PATCH", call_id, data=sdpfrag, headers=headers)
 
     async def hang_up(self, call_id: str, *, requester: Principal | None = None) -> None:
@@ -233,7 +243,9 @@ class ClusterCalls:
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("worker %d did not take a forwarded offer: %r", index, exc)
             raise WorkerUnavailable("a worker did not answer; try again shortly") from None
-        return Answer(answer["call_id"], answer["session_id"], answer["sdp"], answer["pid"])
+        return Answer(
+            answer["call_id"], answer["session_id"], answer["sdp"], answer["pid"], answer["ice_tag"]
+        )
 
     async def _forward(self, index: int, method: str, call_id: str, **kwargs: Any) -> None:
         try:
@@ -270,6 +282,9 @@ async def _error_from(response: aiohttp.ClientResponse) -> GatewayError:
 
 #: Who asked, on a request forwarded to the call's worker (JSON `Principal` or null).
 REQUESTER_HEADER = "X-Gateway-Requester"
+#: The ICE session tags a forwarded trickle is conditional on (JSON list; absent:
+#: unconditional), so the owner checks the caller's `If-Match`.
+ICE_TAGS_HEADER = "X-Gateway-Ice-Tags"
 
 
 def _requester_header(requester: Principal | None) -> dict[str, str]:
@@ -316,13 +331,20 @@ def internal_app(local: CallManager, *, max_offer_bytes: int) -> web.Application
                 "session_id": answer.session_id,
                 "sdp": answer.sdp,
                 "pid": answer.pid,
+                "ice_tag": answer.ice_tag,
             }
         )
 
     async def patch(request: web.Request) -> web.Response:
         requester = principal_from_json(request.headers.get(REQUESTER_HEADER))
         sdpfrag = await request.text()
-        await local.add_candidates(request.match_info["call_id"], sdpfrag, requester=requester)
+        tags = request.headers.get(ICE_TAGS_HEADER)
+        await local.add_candidates(
+            request.match_info["call_id"],
+            sdpfrag,
+            requester=requester,
+            ice_tags=None if tags is None else frozenset(json.loads(tags)),
+        )
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:

@@ -195,7 +195,8 @@ class Supervisor:
     def _announce(self) -> None:
         host, port = self._sockets[0].getsockname()[:2]
         logger.info(
-            "serving on http://%s:%d (agent %s, %d workers, up to %d calls)",
+            "serving on %s://%s:%d (agent %s, %d workers, up to %d calls)",
+            "http" if self._settings.certfile is None else "https",
             host if ":" not in host else f"[{host}]",
             port,
             self._settings.agent,

@@ -33,7 +33,7 @@ from gateway.cluster.routing import LOCAL_CALLS_KEY, Membership, internal_app
 from gateway.cluster.supervisor import SPEC_ENV, WorkerSpec, report_status
 from gateway.config import Settings
 from gateway.errors import StartupError
-from gateway.http_server import AccessLogger, HttpLimits, PublicServer
+from gateway.http_server import AccessLogger, HttpLimits, PublicServer, tls_context
 from gateway.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_signal_handler(ORPHANED_SIGNAL, functools.partial(stop, orphaned=True))
     socket_path = member.socket_path(spec.index)
+    ssl_context = tls_context(settings)  # StartupError: reported, as any other
     try:
         try:
             await public.setup()  # checks the session store (worker 0 creates its tables)
@@ -120,7 +121,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
             raise StartupError(str(exc)) from None
         await private.setup()
         await web.UnixSite(private, socket_path).start()
-        await public.start([socket.socket(fileno=fd) for fd in spec.listen_fds])
+        await public.start([socket.socket(fileno=fd) for fd in spec.listen_fds], ssl_context)
         board.set_calls(spec.index, 0)
         board.set_serving(spec.index, os.getpid())
         report_status(spec.status_fd, ready=os.getpid())

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--connect-timeout", type=float, default=defaults.connect_timeout_s,
         help="seconds from offer to first media before a call counts as failed "
         "(%(default)s)")  # fmt: skip
+    add("--media-timeout", type=float, default=defaults.media_timeout_s,
+        help="seconds without any RTP from the gateway before a connected call counts "
+        "as lost (%(default)s)")  # fmt: skip
     add("--energy-threshold", type=float, default=defaults.energy_threshold,
         help="RMS of a 20 ms frame above which it is agent audio (%(default)s)")  # fmt: skip
     add("--ice-addresses",
@@ -74,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
         barge_in_after_s=args.barge_in_after,
         reply_timeout_s=args.reply_timeout,
         connect_timeout_s=args.connect_timeout,
+        media_timeout_s=args.media_timeout,
         energy_threshold=args.energy_threshold,
         ice_addresses=None
         if addresses is None

@@ -39,6 +39,10 @@ class LoadTestConfig:
     """A prompt with no agent audio this long after it ends counts as unanswered."""
     connect_timeout_s: float = 10.0
     """A call with no media this long after its offer counts as failed."""
+    media_timeout_s: float = 5.0
+    """A connected call with no RTP from the gateway this long has lost it (a killed
+    process, a lost machine): it ends there, failed, reported with the time and gap.
+    The gateway sends a packet every 20 ms, silence included."""
     energy_threshold: float = 200.0
     """RMS (s16) of a 20 ms frame above which the caller counts it as agent audio."""
     ice_addresses: tuple[str, ...] | None = None
@@ -61,6 +65,7 @@ class LoadTestConfig:
         _positive("duration", self.duration_s)
         _positive("reply timeout", self.reply_timeout_s)
         _positive("connect timeout", self.connect_timeout_s)
+        _positive("media timeout", self.media_timeout_s)
         _positive("stats interval", self.stats_interval_s)
         _positive("energy threshold", self.energy_threshold)
         if self.pause_s < 0:

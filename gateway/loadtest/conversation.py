@@ -2,7 +2,9 @@
 
 The caller (a `HeadlessCaller` listening per packet) speaks the prompt, waits for
 the agent's audio, waits for it to end (or, with barge-in, speaks again partway
-into it), pauses, and repeats until the call's hold time is over. Everything it
+into it), pauses, and repeats until the call's hold time is over. A call whose
+gateway dies (no RTP for `media_timeout_s`, or the connection failed) ends there,
+failed, with the time its media stopped and the silence that followed. Everything it
 measures lands in a `CallResult`.
 
 Imports aiohttp and the load tester's own modules.
@@ -95,18 +97,23 @@ class LoadTestCall:
             deadline = held_from + self.config.duration_s
             talking = asyncio.ensure_future(self._converse(caller, deadline))
             dropped = asyncio.ensure_future(caller.dropped.wait())
+            silent = asyncio.ensure_future(caller.wait_media_lost(self.config.media_timeout_s))
+            watched = (talking, dropped, silent)
             try:
-                await asyncio.wait({talking, dropped}, timeout=deadline - held_from)
+                # The first to finish: a call that dies early ends here, not at the deadline.
+                await asyncio.wait(
+                    watched, timeout=deadline - held_from, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
-                for task in (talking, dropped):
+                for task in watched:
                     task.cancel()
-                await asyncio.gather(talking, dropped, return_exceptions=True)
+                await asyncio.gather(*watched, return_exceptions=True)
             if talking.done() and not talking.cancelled() and talking.exception():
                 raise talking.exception()  # type: ignore[misc]
-            self.result.held_s = time.monotonic() - held_from
-            if caller.dropped.is_set():
-                self._fail(f"connection {caller.pc.connectionState} after "
-                           f"{self.result.held_s:.1f} s")  # fmt: skip
+            now = time.monotonic()
+            self.result.held_s = now - held_from
+            if caller.dropped.is_set() or (silent.done() and not silent.cancelled()):
+                self._lost(caller, held_from, now)
             else:
                 self.result.outcome = CallOutcome.COMPLETED
         finally:
@@ -165,6 +172,16 @@ class LoadTestCall:
         at = caller.message_after(prompt_end, type="transcript", role="agent")
         if at is not None:
             self.result.transcript_delay_s.append(at - onset)
+
+    def _lost(self, caller: HeadlessCaller, held_from: float, now: float) -> None:
+        """The call died before its hold time: say when its media stopped and how long
+        the caller then heard nothing before it noticed (the gap)."""
+        last = caller.last_media_at if caller.last_media_at is not None else held_from
+        r = self.result
+        r.lost_at_s = max(0.0, last - held_from)
+        r.lost_gap_s = now - last
+        self._fail(f"media stopped {r.lost_at_s:.1f} s into the call, then nothing for "
+                   f"{r.lost_gap_s:.1f} s (connection {caller.pc.connectionState})")  # fmt: skip
 
     def _fail(self, error: str) -> None:
         self.result.outcome = CallOutcome.FAILED

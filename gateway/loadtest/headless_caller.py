@@ -12,7 +12,11 @@ hears is taken one of two ways:
   each 20 ms frame is kept as a `HeardFrame` (arrival time, RMS), with its mono PCM
   when `keep_audio` is set (tests that recognize speech).
 
-Data-channel messages are kept with their arrival times. Everything a caller holds
+Data-channel messages are kept with their arrival times. A dead gateway (its process
+killed, its machine gone) is noticed by the silence of its RTP (`wait_media_lost`): the
+gateway sends a packet every 20 ms for the whole call, silence included, so
+`MEDIA_SILENCE_S` without one means it is gone, long before ICE consent expires (~30 s)
+and the connection state says "failed". Everything a caller holds
 (its peer connection, microphone, listening task) is released by `close`.
 Imports aiortc, aiohttp, PyAV and the load tester's track; nothing of the server
 but the ICE configuration and the receive-path tap.
@@ -45,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 SDP_TYPE = "application/sdp"
 HANGUP_TIMEOUT_S = 5.0
+#: No RTP from the gateway for this long: it is gone (docs/protocol.md, "Noticing a
+#: dead gateway"). Its outbound track sends a packet every 20 ms, silence included
+#: (`gateway.media_tracks.AgentAudioTrack`); the browser client uses the same 2 s.
+MEDIA_SILENCE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,8 @@ class DialResult:
     content_type: str
     location: str | None = None
     retry_after_s: float | None = None
+    #: The call's ICE session (`ETag`, quoted): a trickle `PATCH` sends it in `If-Match`.
+    etag: str | None = None
 
     def error_code(self) -> str:
         """The JSON error's `code`, or the start of the body."""
@@ -111,16 +121,23 @@ class HeadlessCaller:
         """Data-channel messages (JSON objects), in arrival order."""
         self.message_times: list[float] = []
         self.location: str | None = None
+        #: The call's `ETag` once dialled (for `If-Match` on a trickle `PATCH`).
+        self.etag: str | None = None
         self.dropped = asyncio.Event()
         """Set when the connection failed or closed."""
+        self.first_media_at: float | None = None
+        """Arrival time (monotonic) of the gateway's first RTP packet or decoded frame."""
+        self.last_media_at: float | None = None
+        """Arrival time (monotonic) of the gateway's latest RTP packet or decoded frame."""
         self._keep_audio = keep_audio
         self._new_message = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._channel_open = asyncio.Event()
+        self._media_started = asyncio.Event()
         self._listening: list[asyncio.Task[None]] = []
         transceiver = add_source_track(self.pc, self.mic)
         if packet_listener is not None:
-            tap_packets(transceiver.receiver, packet_listener)
+            tap_packets(transceiver.receiver, self._heard_packet(packet_listener))
         self.channel = self.pc.createDataChannel("events") if with_channel else None
         if self.channel is not None:
             self.channel.on("message", self._on_message)
@@ -147,10 +164,12 @@ class HeadlessCaller:
                 content_type=response.content_type,
                 location=response.headers.get("Location"),
                 retry_after_s=_seconds(response.headers.get("Retry-After")),
+                etag=response.headers.get("ETag"),
             )
         if result.status == 201:
             await self.accept(result.body)
             self.location = result.location
+            self.etag = result.etag
         return result
 
     async def hang_up(self, http: aiohttp.ClientSession, base_url: str) -> int | None:
@@ -177,6 +196,17 @@ class HeadlessCaller:
         assert self.channel is not None
         async with asyncio.timeout(limit_s):
             await self._channel_open.wait()
+
+    async def wait_media_lost(self, silent_s: float = MEDIA_SILENCE_S) -> float:
+        """Returns once no RTP has arrived for `silent_s`: the arrival time of the last
+        packet (or, if none came, the time this was called). Call it once connected."""
+        since = time.monotonic()
+        while True:
+            last = self.last_media_at if self.last_media_at is not None else since
+            remaining = last + silent_s - time.monotonic()
+            if remaining <= 0:
+                return last
+            await asyncio.sleep(remaining)
 
     async def wait_message(self, limit_s: float = 10.0, **match: Any) -> dict[str, Any]:
         """The first message (already received or coming) whose fields equal `match`."""
@@ -247,16 +277,37 @@ class HeadlessCaller:
         async for frame in frames_of(track):
             self._on_frame(frame)
 
+    def _heard_packet(self, listener: Callable[[RtpPacket], None]) -> Callable[[RtpPacket], None]:
+        def heard(packet: RtpPacket) -> None:
+            self._heard_media(time.monotonic())
+            listener(packet)
+
+        return heard
+
     def _on_frame(self, frame: av.AudioFrame) -> None:
         channels = len(frame.layout.channels)
         pcm = bytes(frame.planes[0])[: frame.samples * 2 * channels]
         now = time.monotonic()
+        self._heard_media(now)
         if self._keep_audio:
             mono = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)[:, 0].tobytes()
             self.heard.append((now, mono))
             self.frames.append(HeardFrame(now, rms(mono), frame.samples))
         else:
             self.frames.append(HeardFrame(now, rms(pcm), frame.samples))
+
+    async def wait_media(self, limit_s: float = 10.0) -> float:
+        """The arrival time of the gateway's first RTP (waits up to `limit_s` for it)."""
+        async with asyncio.timeout(limit_s):
+            await self._media_started.wait()
+        assert self.first_media_at is not None
+        return self.first_media_at
+
+    def _heard_media(self, at: float) -> None:
+        if self.first_media_at is None:
+            self.first_media_at = at
+            self._media_started.set()
+        self.last_media_at = at
 
     def _on_connection_state(self) -> None:
         self._state_changed.set()

@@ -164,6 +164,11 @@ def build_report(
             "failed": outcomes[CallOutcome.FAILED],
             "retry_after_s": sorted({r.retry_after_s for r in results if r.retry_after_s}),
             "errors": dict(Counter(r.error for r in results if r.error).most_common(10)),
+            "lost": [
+                {"index": r.index, "at_s": r.lost_at_s, "gap_s": r.lost_gap_s}
+                for r in results
+                if r.lost_at_s is not None
+            ],
         },
         "audio": {
             "packets": sum(r.packets for r in results),
@@ -269,6 +274,14 @@ def format_table(report: dict[str, Any]) -> str:
         f"(max {tester['max_loop_lag_s'] * 1000:.0f} ms)"
     )
     lines.extend(f"WARNING: {w}" for w in report["warnings"])
+    if calls["lost"]:
+        lost = (
+            f"call {c['index']} at {c['at_s']:.1f} s, {c['gap_s']:.1f} s" for c in calls["lost"]
+        )
+        lines.append(
+            "lost mid-call (media stopped at, then silence until noticed): "
+            + "; ".join(itertools.islice(lost, 10))
+        )
     if calls["errors"]:
         lines.append("errors: " + "; ".join(f"{e} x{n}" for e, n in calls["errors"].items()))
     return "\n".join(lines)

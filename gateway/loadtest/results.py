@@ -31,6 +31,10 @@ class CallResult:
     connect_s: float | None = None
     """Offer creation started to the first agent RTP packet received."""
     held_s: float = 0.0
+    lost_at_s: float | None = None
+    """A call that died early: seconds into the hold when its last packet arrived."""
+    lost_gap_s: float | None = None
+    """A call that died early: silence from its last packet until the caller noticed."""
     prompts: int = 0
     """Prompts spoken and either answered or timed out (not those cut by hang-up)."""
     unanswered: int = 0

@@ -1,6 +1,7 @@
 """Process-wide event counters an operator reads in `/stats`: the live sessions'
 stalls and their recoveries (`agent`), the limits that refused or ended
-something (`limits`), and the session store's failures and expiries (`session_store`).
+something (`limits`), the session store's failures and expiries (`session_store`),
+and the fleet's registry and cross-instance requests (`fleet`).
 
 One `Counters` per process (`COUNTERS`); a multi-worker gateway copies each
 worker's values into its slot of the shared load board on every change, so any
@@ -37,6 +38,15 @@ LIMIT_NAMES: tuple[str, ...] = (
     "ended_idle",
     "limits_store_errors",
 )
+#: Instances that know each other through Redis (gateway/cluster/fleet_*.py).
+FLEET_NAMES: tuple[str, ...] = (
+    "registry_outages",
+    "registry_unavailable_refused",
+    "cross_instance_proxied",
+    "cross_instance_redirected",
+    "owner_unavailable",
+    "fleet_at_capacity",
+)
 #: The session store (gateway/adk/store_guard.py, gateway/adk/retention.py): operations
 #: that failed after their retries, retries made, sessions expired by retention.
 STORE_NAMES: tuple[str, ...] = (
@@ -45,7 +55,7 @@ STORE_NAMES: tuple[str, ...] = (
     "sessions_expired",
 )
 #: Every counter, in board order.
-COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES + STORE_NAMES
+COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES + FLEET_NAMES + STORE_NAMES
 
 
 class Counters:
@@ -79,6 +89,7 @@ def counters_json(values: tuple[int, ...]) -> dict[str, object]:
     return {
         "agent": _agent_health(named),
         "limits": {name: named.get(name, 0) for name in LIMIT_NAMES},
+        "fleet": {name: named.get(name, 0) for name in FLEET_NAMES},
         "session_store": {
             "failures": named.get("session_store_failures", 0),
             "retries": named.get("session_store_retries", 0),

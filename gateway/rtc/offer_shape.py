@@ -32,6 +32,7 @@ VALID_EXTENSION_IDS = range(1, 256)
 #: one-byte form; browsers use "0", "1", ..., GStreamer "audio0", "application1".
 _MID = re.compile(r"[A-Za-z0-9_.\-]{1,16}")
 _KINDS = ("audio", "video", "application")
+_ICE_CREDENTIAL = re.compile(r"^a=ice-(?:ufrag|pwd):[^\r\n]*", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,9 @@ class OfferShape:
     ice_mid: str
     #: Whether the caller offered a data channel.
     has_data_channel: bool
+    #: The caller's ICE usernames and passwords (`a=ice-ufrag`, `a=ice-pwd`): a
+    #: trickled fragment with others is an ICE restart (RFC 8839 §4.4.1.1.1).
+    ice_credentials: frozenset[str] = frozenset()
 
 
 def validate_offer(sdp: str) -> OfferShape:
@@ -72,7 +76,16 @@ def validate_offer(sdp: str) -> OfferShape:
     if not any(codec.name.lower() == "opus" for codec in audio.rtp.codecs):
         raise InvalidSdp("the offer's audio has no Opus codec")
     ice_mid = bundle[0] if bundle else str(audio.rtp.muxId)
-    return OfferShape(ice_mid=ice_mid, has_data_channel="application" in kinds)
+    return OfferShape(
+        ice_mid=ice_mid,
+        has_data_channel="application" in kinds,
+        ice_credentials=ice_credentials(sdp),
+    )
+
+
+def ice_credentials(sdp: str) -> frozenset[str]:
+    """Every `a=ice-ufrag:`/`a=ice-pwd:` line of an SDP (or sdpfrag), as written."""
+    return frozenset(m.group(0).strip() for m in _ICE_CREDENTIAL.finditer(sdp))
 
 
 def _check_mids(media: list[MediaDescription]) -> list[str]:

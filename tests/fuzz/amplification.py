@@ -94,10 +94,11 @@ async def attack(
         async with client.post("/calls", data=offer, headers=SDP) as response:
             statuses.append(response.status)
             location = response.headers.get("Location")
+            patch_headers = {**SDPFRAG, "If-Match": response.headers.get("ETag", "")}
         for start in range(offer_candidates, len(lines) if location else 0, LINES_PER_PATCH):
             body = sdpfrag(lines[start : start + LINES_PER_PATCH]).encode()
             request_bytes += len(body)
-            async with client.patch(str(location), data=body, headers=SDPFRAG) as response:
+            async with client.patch(str(location), data=body, headers=patch_headers) as response:
                 statuses.append(response.status)
     await asyncio.sleep(wait_s)
     return Attack(

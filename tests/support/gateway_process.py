@@ -14,6 +14,7 @@ import contextlib
 import os
 import resource
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -39,14 +40,20 @@ def free_port() -> int:
 @dataclass
 class GatewayProcess:
     base: str
-    """`http://127.0.0.1:<port>`"""
+    """`http://127.0.0.1:<port>` (`https://` with `tls`)"""
     process: asyncio.subprocess.Process
     log: Path | None
     """Where its output goes (None: discarded)."""
+    tls: ssl.SSLContext | None = None
+    """The client context that trusts its certificate (None: plain HTTP)."""
+
+    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """An HTTP client for it (trusting its certificate)."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls or True), **kwargs)
 
     async def get(self, path: str) -> dict[str, Any]:
         """GET `path`, which must answer 200 with JSON."""
-        async with aiohttp.ClientSession() as http, http.get(self.base + path) as response:
+        async with self.session() as http, http.get(self.base + path) as response:
             assert response.status == 200
             body: dict[str, Any] = await response.json()
             return body
@@ -67,6 +74,7 @@ async def serving(
     loopback_ice: bool = True,
     namespace: str | None = None,
     host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m <module> <args> --port <free>` with `env` (default: this process's),
     until it serves. `--host 127.0.0.1 --ice-addresses 127.0.0.1` come first for the
@@ -74,7 +82,8 @@ async def serving(
     gets); `args` can override them. `open_files` sets the process's
     RLIMIT_NOFILE (soft and hard), as `ulimit -n` would. `namespace`: run it inside
     that network namespace (`ip netns exec`, root only), serving on `host` there
-    (which this namespace must reach)."""
+    (which this namespace must reach). With `tls` (a client context trusting the
+    certificate given as `--certfile`) it is reached over HTTPS."""
     port = port or free_port()
     argv = [*args, "--port", str(port)]
     if module == "gateway":
@@ -94,7 +103,8 @@ async def serving(
     finally:
         if sink is not None:
             os.close(sink)
-    gateway = GatewayProcess(f"http://{host}:{port}", process, log)
+    scheme = "http" if tls is None else "https"
+    gateway = GatewayProcess(f"{scheme}://{host}:{port}", process, log, tls)
     try:
         await _until_serving(gateway, workers)
         yield gateway
@@ -110,7 +120,7 @@ def _limit_open_files(limit: int) -> Callable[[], None]:
 
 
 async def _until_serving(gateway: GatewayProcess, workers: int | None) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(STARTUP_TIMEOUT_S):
+    async with gateway.session() as http, asyncio.timeout(STARTUP_TIMEOUT_S):
         while gateway.process.returncode is None:
             with contextlib.suppress(aiohttp.ClientError, ValueError):
                 async with http.get(f"{gateway.base}/healthz") as response:

@@ -8,7 +8,7 @@
 // Each call: offers sendrecv Opus (payload type 111) and a data channel "whip" with
 // no candidates in the offer; POSTs it (application/sdp); applies the answer; sends
 // every local 127.0.0.1 candidate by PATCH (application/trickle-ice-sdpfrag, RFC
-// 8840), then `a=end-of-candidates`; once connected, sends the pre-encoded Opus
+// 8840, with If-Match: the answer's ETag), then `a=end-of-candidates`; once connected, sends the pre-encoded Opus
 // packets of --packets (20 ms each, looped) as RTP for --seconds; keeps the Opus
 // payloads it receives (base64) and the data-channel messages; DELETEs the call.
 // Test traffic stays on loopback: only 127.0.0.1 candidates are sent and used.
@@ -104,6 +104,7 @@ class Call {
       errors: [],
     };
     this.location = null;
+    this.etag = null;
     this.pending = [];
     this.ended = false;
     this.started = performance.now();
@@ -144,7 +145,8 @@ class Call {
     try {
       const response = await fetch(new URL(this.location, args.url), {
         method: "PATCH",
-        headers: { "Content-Type": "application/trickle-ice-sdpfrag" },
+        // RFC 9725 §4.3.2: a trickle PATCH names the ICE session it is for.
+        headers: { "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": this.etag },
         body: fragment + "\r\n",
       });
       this.report.patch_statuses.push(response.status);
@@ -174,6 +176,7 @@ class Call {
       return;
     }
     this.location = response.headers.get("location");
+    this.etag = response.headers.get("etag");
     this.report.answer_setup = sdpValue(answer, "setup");
     await sleep(Number(args["answer-delay-ms"]));
     if (process.env.WHIP_DEBUG) process.stderr.write(`${offer}\n----\n${answer}\n`);
