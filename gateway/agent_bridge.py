@@ -45,6 +45,7 @@ from gateway.adk.preflight import LiveCheck, UpstreamUnavailable, live_gemini
 from gateway.adk.resumption import HandleKeeper, ensure_conversation, open_conversation
 from gateway.adk.run_config import RunConfigFactory, live_run_config_factory
 from gateway.adk.stall_watchdog import Recovery, StallKind, StallWatchdog, Step, watch
+from gateway.adk.store_guard import STORE_LISTENER, SessionStoreUnavailable
 from gateway.adk.upstream import UpstreamFailure, classify, refusal_message
 from gateway.agent_api import (
     AgentError,
@@ -67,6 +68,9 @@ EVENT_QUEUE_SIZE = 256
 CLOSE_TIMEOUT_S = 3.0
 #: The stall watchdog's nudge: a blank turn (see gateway/adk/stall_watchdog.py).
 NUDGE_TEXT = " "
+#: The caller's `error` code when the session store fails (docs/protocol.md): not
+#: fatal while the call goes on unsaved, fatal when the conversation cannot be read.
+STORE_ERROR_CODE = "session_store_unavailable"
 
 
 def load_agent(spec: str) -> BaseAgent:
@@ -140,6 +144,8 @@ class AdkAgentSession:
         self.stalls: list[StallKind] = []
         self.nudges = 0
         self.rotations = 0
+        #: Whether the last append to the session store failed (the caller was told).
+        self.store_failing = False
 
     @property
     def session_id(self) -> str:
@@ -199,6 +205,9 @@ class AdkAgentSession:
             await self._run_with_reconnects()
         except asyncio.CancelledError:
             raise
+        except SessionStoreUnavailable:  # logged once per outage by the store guard
+            message = "the conversation store is unavailable; the call cannot go on"
+            await self._events.put(AgentError(STORE_ERROR_CODE, message))
         except Exception as exc:  # boundary: any agent failure ends the call cleanly
             logger.warning("agent session failed: %s", type(exc).__name__, exc_info=True)
             await self._events.put(
@@ -261,6 +270,7 @@ class AdkAgentSession:
             self._nudge(self._nudge_on_connect)
             self._nudge_on_connect = None
         delivered = False
+        STORE_LISTENER.set(self._store_served)  # this task's context, and ADK's tasks'
         try:
             async with contextlib.aclosing(
                 self._runner.run_live(
@@ -287,6 +297,16 @@ class AdkAgentSession:
             logger.info("run_live ended: %s (%s)", failure.cause, type(exc).__name__)
             return delivered, failure
         return delivered, None
+
+    async def _store_served(self, served: bool) -> None:
+        """The session store served (or failed) an append of this call: the caller
+        hears of a failure once per outage, as a non-fatal `error`."""
+        if served or self.store_failing:
+            self.store_failing = not served
+            return
+        self.store_failing = True
+        message = "the conversation store is failing; this call goes on, saved once it is back"
+        await self._events.put(AgentError(STORE_ERROR_CODE, message, fatal=False))
 
     def _watch(self, event: Event) -> None:
         """Tell the stall watchdog what this event says about the model."""

@@ -9,6 +9,7 @@ its calls are its share of the capacity and the rest are reached through
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import logging
@@ -309,20 +310,32 @@ def freeze_startup_heap() -> None:
     logger.debug("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
 
 
-def add_adk_lifecycle(app: web.Application, connector: AdkAgentConnector) -> None:
+def add_adk_lifecycle(
+    app: web.Application, connector: AdkAgentConnector, *, session_retention_days: float = 0.0
+) -> None:
     """Check the session store and the Gemini Live API at start-up (fail fast on what
-    cannot work); close runner and store at exit."""
+    cannot work); keep the store (probe it while failing, expire old conversations);
+    close runner and store at exit."""
+    from gateway.adk.retention import store_upkeep
     from gateway.adk.sessions import check_session_service, close_session_service
 
     add_store_readiness(app, connector)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        await check_session_service(connector.session_service, app_name=connector.app_name)
+        service, app_name = connector.session_service, connector.app_name
+        await check_session_service(service, app_name=app_name)  # or SessionStoreError
         logger.info("session store ready")
         await check_live_api(connector)
         freeze_startup_heap()
-        yield
+        retention_s = session_retention_days * 86400
+        upkeep = store_upkeep(service, app_name=app_name, retention_s=retention_s)
+        upkeeping = asyncio.create_task(upkeep, name="session-store-upkeep")
+        try:
+            yield
+        finally:
+            upkeeping.cancel()
+            await asyncio.gather(upkeeping, return_exceptions=True)
         await connector.close()
-        await close_session_service(connector.session_service)
+        await close_session_service(service)
 
     app.cleanup_ctx.append(lifecycle)

@@ -82,7 +82,7 @@ def _serve_in_this_process(settings: Settings) -> None:
 
     connector = load_adk_connector(settings)
     app = create_app(settings, connector)
-    add_adk_lifecycle(app, connector)
+    add_adk_lifecycle(app, connector, session_retention_days=settings.session_retention_days)
     drain = app[DRAIN_KEY]  # POST /admin/drain: the same SIGTERM an operator sends
     drain.request_stop = functools.partial(os.kill, os.getpid(), signal.SIGTERM)
     drain.cut_short_signals = (signal.SIGTERM, signal.SIGINT)

@@ -94,6 +94,15 @@ class Settings(BaseModel):
         description="Where conversations persist: sqlite+aiosqlite:///path (default, "
         "embedded), postgresql+asyncpg://user:pass@host/db (several instances) or memory://.",
     )
+    # Issue 14 (conversations that outlive an instance): gateway/adk/retention.py and
+    # docs/sessions.md.
+    session_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Conversations not touched for this many days are deleted from the "
+        "session store (checked every 10 minutes by each process, in bounded batches); "
+        "0 keeps them forever.",
+    )
     # Issue 12 (safe on the internet): slow clients and connection caps, enforced by
     # gateway/http_server.py; docs/protocol.md "Timeouts and connection limits".
     header_timeout_s: float = Field(

@@ -12,6 +12,13 @@
    so its INFO record is the one sign of a goAway; `watch_go_aways` counts them
    (the `gateway_upstream_goaways_total` metric).
 
+3. A session's storage revision (`Session._storage_update_marker`): two calls on one
+   conversation (a caller moving to another instance or worker while its old call
+   is still up) each hold a copy; the one that writes second gets ADK's
+   `StaleSessionError`, which ended its call. The store guard
+   (`adk/store_guard.py`) adopts the stored revision and appends after the other
+   call's events instead (`adopt_storage_revision`).
+
 `shape_problems()` lists what no longer matches in the installed ADK;
 `tests/test_seams.py` fails on any. Imports google.adk and google.genai only.
 """
@@ -26,12 +33,14 @@ from collections.abc import Callable
 from google.adk.agents.live_request_queue import LiveRequestQueue
 from google.adk.live import _live_llm_flow
 from google.adk.models.google_llm import Gemini
+from google.adk.sessions import DatabaseSessionService, Session
 from google.genai import Client
 
 _QUEUE_ATTR = "_queue"
 _LIVE_CLIENT_ATTR = "_live_api_client"
 _GO_AWAY_LOGGER = "google_adk.google.adk.live._live_llm_flow"
 _GO_AWAY_PREFIX = "Received go away signal"
+_MARKER_ATTR = "_storage_update_marker"
 
 
 def queued_requests(queue: LiveRequestQueue) -> int:
@@ -71,6 +80,13 @@ def watch_go_aways(on_go_away: Callable[[], None]) -> None:
     flow_logger.setLevel(min(flow_logger.getEffectiveLevel(), logging.INFO))
 
 
+def adopt_storage_revision(session: Session, stored: Session) -> None:
+    """Make `session` current with `stored` (the same conversation just read back), so
+    ADK's stale-writer check lets its next append through."""
+    setattr(session, _MARKER_ATTR, getattr(stored, _MARKER_ATTR))
+    session.last_update_time = stored.last_update_time
+
+
 def shape_problems() -> list[str]:
     """What in the installed ADK no longer matches the touches above (empty: all do)."""
     problems = []
@@ -88,4 +104,10 @@ def shape_problems() -> list[str]:
         f"logger.info(f'{_GO_AWAY_PREFIX}" not in flow_source
     ):
         problems.append("ADK's live flow no longer logs goAway as the gateway expects")
+    if _MARKER_ATTR not in Session.__private_attributes__:
+        problems.append("Session has no _storage_update_marker any more")
+    elif f"session.{_MARKER_ATTR} != storage_update_marker" not in inspect.getsource(
+        DatabaseSessionService.append_event
+    ):
+        problems.append("DatabaseSessionService.append_event no longer checks that marker")
     return problems

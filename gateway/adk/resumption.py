@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from google.adk.events import Event
 from google.adk.sessions import BaseSessionService, Session
 
+from gateway.adk.store_guard import SessionStoreUnavailable
 from gateway.errors import AgentUnavailable, UnknownSession
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ async def open_conversation(
     except UnknownSession:
         raise
     except Exception as exc:  # boundary: the session store is down or misconfigured
-        logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
+        _log_failure(exc)
         raise AgentUnavailable("the conversation store is unavailable") from exc
 
 
@@ -117,5 +118,13 @@ async def ensure_conversation(
             raise
         return True
     except Exception as exc:  # boundary: the session store is down or misconfigured
-        logger.error("session service failed: %s", type(exc).__name__, exc_info=True)
+        _log_failure(exc)
         raise AgentUnavailable("the conversation store is unavailable") from exc
+
+
+def _log_failure(exc: Exception) -> None:
+    """A failure the store guard has not logged (it logs one line per outage)."""
+    if isinstance(exc, SessionStoreUnavailable):
+        logger.debug("session store unavailable: %s", exc)
+    else:
+        logger.error("session service failed: %s", type(exc).__name__, exc_info=True)

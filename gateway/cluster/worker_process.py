@@ -105,7 +105,7 @@ async def _serve(spec: WorkerSpec, settings: Settings, connector: AdkAgentConnec
     board = LoadBoard(spec.board_fd, len(spec.shares))
     member = Membership(spec.index, spec.shares, Path(spec.socket_dir), board)
     app = create_app(settings, connector, member)
-    add_adk_lifecycle(app, connector)
+    add_adk_lifecycle(app, connector, session_retention_days=settings.session_retention_days)
     drain = app[DRAIN_KEY]  # POST /admin/drain: SIGTERM to the supervisor drains all
     drain.request_stop = functools.partial(os.kill, spec.parent_pid, signal.SIGTERM)
     drain.cut_short_signals = (signal.SIGTERM,)

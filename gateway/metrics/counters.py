@@ -1,6 +1,7 @@
 """Process-wide event counters an operator reads in `/stats`: the live sessions'
 stalls and their recoveries (`agent`), the limits that refused or ended
-something (`limits`), and the fleet's registry and cross-instance requests (`fleet`).
+something (`limits`), the session store's failures and expiries (`session_store`),
+and the fleet's registry and cross-instance requests (`fleet`).
 
 One `Counters` per process (`COUNTERS`); a multi-worker gateway copies each
 worker's values into its slot of the shared load board on every change, so any
@@ -49,8 +50,15 @@ FLEET_NAMES: tuple[str, ...] = (
     "owner_unavailable",
     "fleet_at_capacity",
 )
+#: The session store (gateway/adk/store_guard.py, gateway/adk/retention.py): operations
+#: that failed after their retries, retries made, sessions expired by retention.
+STORE_NAMES: tuple[str, ...] = (
+    "session_store_failures",
+    "session_store_retries",
+    "sessions_expired",
+)
 #: Every counter, in board order.
-COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES + FLEET_NAMES
+COUNTER_NAMES: tuple[str, ...] = AGENT_HEALTH_NAMES + LIMIT_NAMES + FLEET_NAMES + STORE_NAMES
 
 
 class Counters:
@@ -88,6 +96,11 @@ def counters_json(values: tuple[int, ...]) -> dict[str, object]:
         "agent": _agent_health(named),
         "limits": {name: named.get(name, 0) for name in LIMIT_NAMES},
         "fleet": {name: named.get(name, 0) for name in FLEET_NAMES},
+        "session_store": {
+            "failures": named.get("session_store_failures", 0),
+            "retries": named.get("session_store_retries", 0),
+            "expired": named.get("sessions_expired", 0),
+        },
     }
 
 
