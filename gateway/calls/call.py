@@ -174,12 +174,14 @@ class Call:
     async def moved(self) -> None:
         """A newer call continues this one's conversation (the caller re-offered, say
         after a network change: aiortc cannot restart ICE): tell the caller, if it is
-        still there, and end this one."""
-        self._channel.send(
-            data_channel.error_message(
-                "moved", "this conversation continues on a newer call", fatal=True
+        still there, and end this one. A caller told `going_away` moved because we
+        asked it to: no error for that, the call just ends."""
+        if self._going_away_at is None:
+            self._channel.send(
+                data_channel.error_message(
+                    "moved", "this conversation continues on a newer call", fatal=True
+                )
             )
-        )
         await self.hang_up("moved to a newer call")
 
     def going_away(self, deadline_s: float) -> None:
