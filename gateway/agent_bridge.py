@@ -156,6 +156,9 @@ class AdkAgentSession:
         return self._requests.dropped_chunks
 
     def start(self) -> None:
+        # The tasks copy the current OpenTelemetry context (contextvars): started from
+        # a call's task, where its `call` span is current, ADK's spans of every
+        # `run_live` below join the call's trace (gateway/metrics/call_trace.py).
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self._name}/agent"))
         if self._watchdog is not None:
             watching = watch(self._watchdog, self._watch_wakeup, self._recover)

@@ -38,6 +38,7 @@ from gateway.http_server import BEFORE_STOP_KEY
 from gateway.metrics.counters import COUNTERS
 from gateway.metrics.exposition import add_metrics_route
 from gateway.metrics.instruments import count_event
+from gateway.metrics.tracing import add_tracing
 from gateway.ops.drain import Drain, add_drain
 from gateway.ops.readiness import READINESS_KEY, Readiness, add_readiness
 from gateway.rtc import ice
@@ -81,6 +82,7 @@ def create_app(
     app[signaling.MAX_BODY_KEY] = settings.max_offer_bytes
     app[signaling.BODY_TIMEOUT_KEY] = settings.body_timeout_s
     app[EDGE_AUTH_KEY] = edge_auth(settings)
+    add_tracing(app)  # only when OTEL_* configure an exporter (docs/observability.md)
     # One budget for calls and WebSockets: each holds a live agent session. A
     # WebSocket stays on the worker that accepted it: the worker's share bounds both.
     admission = Admission(

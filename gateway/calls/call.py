@@ -41,6 +41,7 @@ from gateway.errors import (
     error_reply,
 )
 from gateway.media_tracks import AgentAudioTrack, pump_caller_audio
+from gateway.metrics.call_trace import CallTrace
 from gateway.metrics.counters import COUNTERS
 from gateway.metrics.instruments import (
     BARGE_IN_SILENCE,
@@ -132,6 +133,10 @@ class Call:
         self._connection_changed = asyncio.Event()
         #: Loop time the draining gateway hangs up at, once told (`going_away`).
         self._going_away_at: float | None = None
+        #: The call's span (a no-op unless tracing is configured: docs/observability.md).
+        self._trace = CallTrace(
+            call_id, mode=request.modality.value, continued=request.session_id is not None
+        )
 
     @property
     def connected(self) -> bool:
@@ -146,7 +151,10 @@ class Call:
 
     def start(self) -> None:
         """Start the call's task: negotiation, then the call until it ends."""
-        self._task = asyncio.create_task(self._run(), name=self.call_id)
+        # In the call span's context: every task the call starts inherits it, so ADK's
+        # spans for this call's `run_live` join the call's trace (metrics/call_trace.py).
+        context = self._trace.context()
+        self._task = asyncio.create_task(self._run(), name=self.call_id, context=context)
 
     async def answer(self, timeout_s: float) -> Answer:
         """The SDP answer once negotiated and the agent session is open; the call's
@@ -202,6 +210,7 @@ class Call:
         """End the call and wait (bounded) until it has released everything."""
         if self._hangup_reason is None:
             self._hangup_reason = reason
+            self._trace.hang_up_requested(reason)
         self._hangup_requested.set()
         task = self._task
         if task is None:
@@ -227,10 +236,12 @@ class Call:
             raise
         except GatewayError as exc:
             outcome = exc.code
+            self._trace.failed(exc.code)
             self._fail_answer(exc)
         except Exception:  # boundary: a bug ends this call, never the gateway
             logger.exception("call %s failed", self.call_id)
             outcome = "internal error"
+            self._trace.failed("internal_error")
             self._fail_answer(GatewayError("internal error"))  # a JSON 500, not a crash
         finally:
             await peer_connection.close_quietly(pc)
@@ -241,6 +252,7 @@ class Call:
                 self._answer.cancel()
             logger.info("call %s ended after %.1f s: %s", self.call_id,
                         time.monotonic() - started, outcome)  # fmt: skip
+            self._trace.end(outcome)
             if self._on_ended is not None:
                 self._on_ended(self)
 
@@ -250,7 +262,8 @@ class Call:
 
     async def _negotiate_and_run(self, pc: RTCPeerConnection) -> str:
         self._listen(pc)
-        answer_sdp = await peer_connection.negotiate(pc, self._offer_sdp, self._outbound)
+        with self._trace.step("negotiate"):
+            answer_sdp = await peer_connection.negotiate(pc, self._offer_sdp, self._outbound)
         peer_connection.limit_message_size(pc, self._on_oversized_message)
         request = self.request
         async with self._connector.open_session(
@@ -259,12 +272,14 @@ class Call:
             modality=request.modality,
             call_id=self.call_id,
         ) as agent:
+            self._trace.event("agent.session.opened")
             mode = request.modality.value
             self.session_id = agent.session_id
             self._channel.send(data_channel.session_message(self.call_id, agent.session_id, mode))
             self._answer.set_result(
                 Answer(self.call_id, agent.session_id, answer_sdp, ice_tag=self.ice_tag)
             )
+            self._trace.event("answer.ready")  # signaling sends it at once
             logger.info("call %s answered", self.call_id)
             self._tell_going_away()  # the gateway began draining while this call connected
             answered = time.monotonic()
@@ -338,6 +353,7 @@ class Call:
 
         def to_agent(pcm: bytes) -> None:
             self._last_heard = _now()
+            self._trace.caller_audio()
             agent.send_audio(pcm)
 
         await pump_caller_audio(track, to_agent)
@@ -350,6 +366,7 @@ class Call:
                 self._turn_at = None
             elif isinstance(event, Transcript) and event.role == "user" and event.final:
                 self._turn_at = time.monotonic()
+            self._trace.agent_event(event)
             if isinstance(event, AgentAudio):
                 self._outbound.push(event.pcm)
                 continue
@@ -378,6 +395,7 @@ class Call:
                 self._channel.send(data_channel.error_message(reply.code, reply.message))
                 continue
             self._turn_at = time.monotonic()
+            self._trace.caller_text()
             agent.send_text(message.text)
 
     async def _watchdog(self, pc: RTCPeerConnection) -> None:
@@ -399,7 +417,9 @@ class Call:
             if state == "connected" and not connected:
                 connected = self._connected = True
                 self._last_heard = max(self._last_heard, now)
-                logger.info("call %s connected (%s)", self.call_id, peer_connection.route(pc))
+                route = peer_connection.route(pc)
+                logger.info("call %s connected (%s)", self.call_id, route)
+                self._trace.connected(route)
             if not connected and now > setup_deadline:
                 raise _CallEnded("media never connected")
             if now - started >= limits.max_call_s:
