@@ -8,6 +8,7 @@ aiortc caller and an OTLP/HTTP receiver decoding the exporter's protobuf bodies:
   its reply latency; ADK's own spans of the run (`invoke_agent ...`) are in the same
   trace with the call span as ancestor; all of them ended by hang-up and delivered by
   the flush at exit (the batch delay is longer than the test);
+- a collector that is down delays exit by the flush's bound (5 s) only, said in one line;
 - without any `OTEL_*` setting nothing is installed: a call's spans never leave,
   even to the OTLP default endpoint (localhost:4318), where the receiver listens;
 - the environment variables are read as the OpenTelemetry spec says (unset, `none`,
@@ -223,6 +224,28 @@ async def test_without_otel_settings_nothing_is_exported(tmp_path: Path) -> None
             await spoken_turn_then_hang_up(gateway)
         assert receiver.bodies == []
         assert "tracing: exporting spans" not in gateway.output()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_collector_that_is_down_costs_a_bounded_wait_at_exit(tmp_path: Path) -> None:
+    env = gateway_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # nothing listens
+        OTEL_BSP_SCHEDULE_DELAY="600000",  # the call's spans wait for the flush at exit
+    )
+    async with run_gateway(tmp_path, env, workers=1) as gateway:
+        caller = HeadlessCaller()
+        try:
+            async with aiohttp.ClientSession() as http:
+                assert (await caller.dial(http, gateway.base)).status == 201
+                await caller.wait_message(type="session", limit_s=20)
+                assert await caller.hang_up(http, gateway.base) == 204
+        finally:
+            await caller.close()
+    # Stopped with SIGTERM within `serving`'s 30 s (the exporter alone retries for
+    # 10 s), cleanly, saying what was lost.
+    assert gateway.process.returncode == 0
+    assert "spans not exported within 5 s were lost" in gateway.output()
 
 
 def test_the_environment_configures_exporters() -> None:

@@ -17,14 +17,17 @@ id; those attributes are dropped. ADK's copies of prompts, replies and tool argu
 (transcripts: personal data) are off unless the operator sets
 `ADK_CAPTURE_MESSAGE_CONTENT_IN_SPANS=true` (ADK's own default is on).
 
-Imports opentelemetry (API, SDK, OTLP/HTTP exporter) and `gateway.errors`.
+Imports opentelemetry (API, SDK, OTLP/HTTP exporter), aiohttp (the app's lifecycle)
+and `gateway.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from aiohttp import web
@@ -104,12 +107,17 @@ class RedactingExporter(SpanExporter):
 
     def __init__(self, exporter: SpanExporter) -> None:
         self._exporter = exporter
+        self._shut_down = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self._exporter.export([_redacted(span) for span in spans])
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()
+        """Idempotent: `add_tracing` may shut it down first to end an export that
+        retries a collector which is down."""
+        if not self._shut_down:
+            self._shut_down = True
+            self._exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._exporter.force_flush(timeout_millis)
@@ -149,19 +157,57 @@ def _without_redacted(attributes: Attributes) -> Attributes:
     return {k: v for k, v in (attributes or {}).items() if k not in REDACTED_ATTRIBUTES}
 
 
-def install(exporters: Sequence[SpanExporter]) -> TracerProvider | None:
+class Tracing:
+    """The installed provider and its exporters, to shut down at exit."""
+
+    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
+        attributes = {} if _names_service() else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
+        # No atexit handler: `shut_down` is bounded, the SDK's would wait up to 30 s.
+        self.provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+        self.exporters = [RedactingExporter(exporter) for exporter in exporters]
+        for exporter in self.exporters:
+            self.provider.add_span_processor(BatchSpanProcessor(exporter))
+
+    async def shut_down(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Export what is queued and stop, within `timeout_s`: the SDK's flush ignores
+        its timeout (opentelemetry-python issue 4568) and its exporter retries a
+        collector that is down for 10 s (OTEL_EXPORTER_OTLP_TIMEOUT), so the blocking
+        shutdown runs in a thread of its own and, past `timeout_s`, the exporters are
+        shut down under it, which ends their retries (the rest is lost)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def shut_down() -> None:
+            try:
+                self.provider.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    loop.call_soon_threadsafe(finished)
+
+        # A daemon thread, never holding the process up (asyncio's executor would).
+        threading.Thread(target=shut_down, name="otel-shutdown", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, timeout_s)
+        except TimeoutError:
+            logger.warning("tracing: spans not exported within %.0f s were lost", timeout_s)
+            for exporter in self.exporters:
+                exporter.shutdown()
+
+
+def install(exporters: Sequence[SpanExporter]) -> Tracing | None:
     """Make an SDK provider exporting to `exporters` (redacted, batched) the global
     one; None if another provider is installed already (it stays)."""
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         logger.warning("a tracer provider is installed already; not installing another")
         return None
     os.environ.setdefault(ADK_CONTENT_ENV, "false")  # transcripts stay out of spans
-    attributes = {} if _names_service() else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(exporter)))
-    trace.set_tracer_provider(provider)
-    return provider
+    tracing = Tracing(exporters)
+    trace.set_tracer_provider(tracing.provider)
+    return tracing
 
 
 def _names_service() -> bool:
@@ -178,20 +224,14 @@ def add_tracing(app: web.Application) -> None:
         return
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        provider = install(exporters)
-        if provider is not None:
+        tracing = install(exporters)
+        if tracing is not None:
             logger.info("tracing: exporting spans (%s)", ", ".join(_describe(exporters)))
         yield
-        if provider is not None:  # blocking (the exporter's HTTP): off the event loop
-            await asyncio.to_thread(_flush_and_shut_down, provider)
+        if tracing is not None:
+            await tracing.shut_down()
 
     app.cleanup_ctx.insert(0, lifecycle)  # cleaned up last: after the calls end
-
-
-def _flush_and_shut_down(provider: TracerProvider) -> None:
-    if not provider.force_flush(int(FLUSH_TIMEOUT_S * 1000)):
-        logger.warning("tracing: spans not exported within %.0f s were lost", FLUSH_TIMEOUT_S)
-    provider.shutdown()
 
 
 def _describe(exporters: Sequence[SpanExporter]) -> list[str]:
