@@ -198,6 +198,7 @@ class Call:
         another instance) first. A call not answered yet is told once it is."""
         if self._going_away_at is None:
             self._going_away_at = asyncio.get_running_loop().time() + deadline_s
+            self._trace.event("going_away", deadline_s=deadline_s)
         self._tell_going_away()
 
     def _tell_going_away(self) -> None:
