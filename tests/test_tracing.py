@@ -8,6 +8,8 @@ aiortc caller and an OTLP/HTTP receiver decoding the exporter's protobuf bodies:
   its reply latency; ADK's own spans of the run (`invoke_agent ...`) are in the same
   trace with the call span as ancestor; all of them ended by hang-up and delivered by
   the flush at exit (the batch delay is longer than the test);
+- a call still up at SIGTERM is told `going_away`, hung up after the drain, and its
+  spans (events `going_away`, `hangup`) leave in the flush at exit;
 - a collector that is down delays exit by the flush's bound (5 s) only, said in one line;
 - without any `OTEL_*` setting nothing is installed: a call's spans never leave,
   even to the OTLP default endpoint (localhost:4318), where the receiver listens;
@@ -111,11 +113,11 @@ def gateway_env(**otel: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def run_gateway(
-    tmp_path: Path, env: Mapping[str, str], workers: int
+    tmp_path: Path, env: Mapping[str, str], workers: int, *args: str
 ) -> AsyncIterator[GatewayProcess]:
     port = free_port()
     async with serving(
-        "--agent", SCRIPTED, "--session-url", "memory://", "--workers", str(workers),
+        "--agent", SCRIPTED, "--session-url", "memory://", "--workers", str(workers), *args,
         env=env, log=tmp_path / f"gateway-{port}.log", workers=workers, port=port,
     ) as gateway:  # fmt: skip
         yield gateway
@@ -224,6 +226,37 @@ async def test_without_otel_settings_nothing_is_exported(tmp_path: Path) -> None
             await spoken_turn_then_hang_up(gateway)
         assert receiver.bodies == []
         assert "tracing: exporting spans" not in gateway.output()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_call_cut_by_a_drain_is_exported_at_exit(tmp_path: Path) -> None:
+    async with otlp_receiver() as receiver:
+        env = gateway_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="600000"
+        )
+        caller = HeadlessCaller()
+        try:
+            async with run_gateway(tmp_path, env, 1, "--drain-timeout", "1") as gateway:
+                async with aiohttp.ClientSession() as http:
+                    assert (await caller.dial(http, gateway.base)).status == 201
+                session = await caller.wait_message(type="session", limit_s=20)
+                await caller.wait_connected(20)
+            # SIGTERM with the call up: drained (told, 1 s), hung up, then flushed.
+            told = await caller.wait_message(type="going_away", limit_s=5)
+        finally:
+            await caller.close()
+        assert told["deadline_s"] <= 1
+        [call] = receiver.named("call")
+        attrs = attributes(call.attributes)
+        assert attrs["gateway.call.id"] == session["call_id"]
+        assert attrs["gateway.call.outcome"] == "gateway shutting down"
+        events = {event.name: attributes(event.attributes) for event in call.events}
+        assert events["going_away"] == {"gateway.deadline_s": 1.0}
+        assert events["hangup"] == {"gateway.reason": "gateway shutting down"}
+        [adk] = [s for _, s in receiver.spans if s.name.startswith("invoke_agent")]
+        assert adk.parent_span_id == call.span_id
+        assert adk.end_time_unix_nano <= call.end_time_unix_nano
 
 
 @pytest.mark.slow
