@@ -135,10 +135,15 @@ class WhisperEngine:
 
 
 def drop_repeats(text: str) -> str:
-    """"goodbye goodbye goodbye" -> "goodbye": a short window's repeated sentence."""
+    """ "goodbye goodbye goodbye" -> "goodbye": a short window's repeated sentence,
+    also when the token budget cut the last repetition ("a b c a b" -> "a b c");
+    a repetition of fewer than two words that is not whole is kept ("the cat the")."""
     words = text.split()
-    for k in range(1, len(words) // 2 + 1):
-        if words[k:] == (words[:k] * len(words))[: len(words) - k]:
+    for k in range(1, len(words)):
+        rest = len(words) - k
+        if rest < min(k, 2):
+            break
+        if words[k:] == (words[:k] * len(words))[:rest]:
             return " ".join(words[:k])
     return text
 
