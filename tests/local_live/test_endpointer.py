@@ -13,8 +13,6 @@ Pins down:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -140,7 +138,8 @@ def test_chunking_does_not_change_the_result(question: bytes) -> None:
 def test_barge_in_and_turns_share_the_vad_state_reset(question: bytes) -> None:
     endpointer = Endpointer()
     events = [e for _, e in feed_all(endpointer, silence(0.3) + question[: len(question) // 2])]
-    assert isinstance(events[0], SpeechStarted) and endpointer.in_speech
+    assert isinstance(events[0], SpeechStarted)
+    assert endpointer.in_speech
     endpointer.reset()
     assert not endpointer.in_speech
     again = [e for _, e in feed_all(endpointer, silence(0.3) + question + silence(0.8))]
