@@ -8,6 +8,8 @@ Pins down:
 - the same for quiet speech (-25 dB) and for speech under pink noise at 10 dB SNR;
 - the hangover is the knob: a pause shorter than it stays inside the turn, a longer
   one ends it, and a longer hangover ends the turn later by the difference;
+- `SpeechPaused` marks the start of each quiet run inside a turn: the last one comes
+  exactly `hangover_s` (to the frame) before `TurnEnded`;
 - results do not depend on how the audio is chunked.
 """
 
@@ -24,6 +26,7 @@ from gateway.models.local_live.endpointer import (
     EndpointerConfig,
     EndpointEvent,
     SpeechAudio,
+    SpeechPaused,
     SpeechStarted,
     TurnEnded,
 )
@@ -54,7 +57,8 @@ def feed_all(
 
 
 def kinds(events: list[tuple[float, EndpointEvent]]) -> list[str]:
-    names = [type(e).__name__ for _, e in events]
+    """Event kinds in order, repeats merged, pauses left out (see the hangover test)."""
+    names = [type(e).__name__ for _, e in events if not isinstance(e, SpeechPaused)]
     return [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
 
 
@@ -118,6 +122,11 @@ def test_hangover_is_the_knob(question: bytes) -> None:
     short_wait = feed_all(Endpointer(EndpointerConfig(hangover_s=0.15)), audio)
     assert [type(e) for _, e in long_wait].count(TurnEnded) == 1  # the pause is inside
     assert [type(e) for _, e in short_wait].count(TurnEnded) == 2  # the pause ends a turn
+    for events, hangover_s in ((long_wait, 0.6), (short_wait, 0.15)):
+        for i, (at, event) in enumerate(events):
+            if isinstance(event, TurnEnded):
+                paused_at = next(a for a, e in reversed(events[:i]) if isinstance(e, SpeechPaused))
+                assert abs((at - paused_at) - hangover_s) <= FRAME_S
     long_end = next(at for at, e in long_wait if isinstance(e, TurnEnded))
     short_end = [at for at, e in short_wait if isinstance(e, TurnEnded)][-1]
     assert abs((long_end - short_end) - 0.45) <= 2 * FRAME_S

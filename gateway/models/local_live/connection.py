@@ -43,11 +43,13 @@ from gateway.models.local_live.endpointer import (
     Endpointer,
     EndpointerConfig,
     SpeechAudio,
+    SpeechPaused,
     SpeechStarted,
     TurnEnded,
 )
 from gateway.models.local_live.listeners import CallRecognizer
 from gateway.models.local_live.pool import POOL, RecognitionPool
+from gateway.models.local_live.recognizer import Recognition
 from gateway.models.local_live.replies import CallTool, ToolSpec, clip, decide, spoken_result
 from gateway.models.local_live.synthesizer import SpeechSynthesizer
 
@@ -93,6 +95,8 @@ class LocalLiveConnection(BaseLlmConnection):
         self._recognizer = recognizer
         self._pool = pool or POOL
         self._partial_task: asyncio.Task[None] | None = None
+        # A decode started when the caller paused (see `_speculate`).
+        self._speculation: asyncio.Future[Recognition] | None = None
         self._synthesizer = synthesizer
         self._tools = tools
         self._text_mode = text_mode
@@ -204,6 +208,7 @@ class LocalLiveConnection(BaseLlmConnection):
                 if pcm is _END_OF_TURN or not pcm:
                     if self._endpointer.in_speech:
                         self._endpointer.reset()
+                        self._speculation = None  # speech may have gone on since
                         await self._end_of_turn(None)
                     continue
                 for event in self._endpointer.feed(pcm):
@@ -211,11 +216,14 @@ class LocalLiveConnection(BaseLlmConnection):
                         await self._interrupt_if_replying()
                         await self._settle_partial()
                         self._last_partial = ""
+                        self._speculation = None
                         self._recognizer.start(event.pcm)
                         self._maybe_partial()
                     elif isinstance(event, SpeechAudio):
                         self._recognizer.append(event.pcm)
                         self._maybe_partial()
+                    elif isinstance(event, SpeechPaused):
+                        self._speculate()
                     elif isinstance(event, TurnEnded):
                         await self._end_of_turn(event.speech_s)
         except asyncio.CancelledError:
@@ -241,6 +249,22 @@ class LocalLiveConnection(BaseLlmConnection):
                 self._partial(future), name="local-live/partial"
             )
 
+    def _speculate(self) -> None:
+        """The caller paused: decode what they said so far now, on an idle worker.
+
+        If the pause becomes the end of the turn (`hangover_s` later, no speech in
+        between), this is the final recognition and its decode overlapped the
+        hangover; if they speak again, it is dropped (the next pause starts another).
+        Whisper's decode costs about the hangover (~0.1-0.3 s), so this takes it off
+        the time between the end of speech and the reply."""
+        self._speculation = None
+        if not self._recognizer.snapshots:
+            return
+        future = self._pool.submit(self._recognizer.peek, optional=True)
+        if future is not None:
+            future.add_done_callback(_retrieve)
+            self._speculation = future
+
     async def _settle_partial(self) -> None:
         """Let the partial decode in flight finish (one decode per call at a time)."""
         if self._partial_task is not None:
@@ -263,8 +287,13 @@ class LocalLiveConnection(BaseLlmConnection):
 
     async def _end_of_turn(self, speech_s: float | None) -> None:
         logger.debug("end of turn")
-        await self._settle_partial()
-        decoding = self._pool.submit(self._recognizer.end, speech_s)
+        speculation, self._speculation = self._speculation, None
+        if self._recognizer.snapshots and self._partial_task is not None:
+            self._partial_task.cancel()  # superseded: no partial after the final
+            self._partial_task = None
+        else:
+            await self._settle_partial()
+        decoding = speculation or self._pool.submit(self._recognizer.end, speech_s)
         if decoding is None:
             logger.warning("recognition pool saturated: a turn was not recognized")
             await self._emit(
@@ -273,6 +302,8 @@ class LocalLiveConnection(BaseLlmConnection):
             )
             return
         recognition = await decoding
+        if speculation is not None:
+            self._recognizer.start(b"")  # the utterance is done with
         logger.debug("recognized")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
@@ -380,3 +411,9 @@ class LocalLiveConnection(BaseLlmConnection):
             await asyncio.sleep(max(0.0, self._playback_until - loop.time()))
             self._playback_until = 0.0
         await self._emit(turn_complete=True)
+
+
+def _retrieve(future: asyncio.Future[Recognition]) -> None:
+    """A dropped speculative decode's failure is logged here, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("speculative recognition failed", exc_info=future.exception())

@@ -65,13 +65,19 @@ class SpeechAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """The first quiet frame after voiced ones (the hangover starts): the turn ends
+    here unless the caller speaks again within `hangover_s`."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnEnded:
     """The caller stopped speaking `hangover_s` ago; `speech_s` is the utterance length."""
 
     speech_s: float
 
 
-EndpointEvent = SpeechStarted | SpeechAudio | TurnEnded
+EndpointEvent = SpeechStarted | SpeechAudio | SpeechPaused | TurnEnded
 
 
 class Endpointer:
@@ -115,6 +121,8 @@ class Endpointer:
             event = self._step(frame, self.is_voiced(frame))
             if event is not None:
                 events.append(event)
+                if isinstance(event, SpeechAudio) and self._quiet_frames == 1:
+                    events.append(SpeechPaused())
         return _merge_audio(events)
 
     def _step(self, frame: bytes, voiced: bool) -> EndpointEvent | None:

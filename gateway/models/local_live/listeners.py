@@ -36,6 +36,10 @@ MAX_UTTERANCE_BYTES = int(whisper.MAX_WINDOW_S * _BYTES_PER_S)
 class CallRecognizer(Protocol):
     """What `LocalLiveConnection` needs from a recognizer."""
 
+    #: Decodes work on a snapshot of the audio, so they may overlap and `peek` may
+    #: decode ahead of the end of the turn.
+    snapshots: bool
+
     def start(self, pcm: bytes) -> None:
         """A new utterance begins with `pcm` (event loop, cheap)."""
 
@@ -48,6 +52,10 @@ class CallRecognizer(Protocol):
     def partial(self) -> str:
         """The utterance so far, decoded (blocking: pool)."""
 
+    def peek(self) -> Recognition:
+        """The utterance so far, decoded as `end` would (blocking: pool; only with
+        `snapshots`)."""
+
     def end(self, speech_s: float | None) -> Recognition:
         """The whole utterance, decoded (blocking: pool)."""
 
@@ -58,9 +66,17 @@ class CallRecognizer(Protocol):
 class WhisperRecognizer:
     """Whisper over a growing buffer; phrases matched after recognition."""
 
-    def __init__(self, phrases: list[str], engine: whisper.WhisperEngine | None = None) -> None:
+    snapshots = True
+
+    def __init__(
+        self,
+        phrases: list[str],
+        engine: whisper.WhisperEngine | None = None,
+        window_s: float = whisper.WINDOW_S,
+    ) -> None:
         self.phrases = sorted({p for p in (normalize(p) for p in phrases) if p})
         self._engine = engine or whisper.engine()
+        self._window_s = window_s
         self._lock = threading.Lock()
         self._audio = bytearray()
         self._decoded_bytes = 0
@@ -83,14 +99,22 @@ class WhisperRecognizer:
         with self._lock:
             audio = bytes(self._audio)
             self._decoded_bytes = len(audio)
-        return self._engine.transcribe(audio)
+        return self._engine.transcribe(audio, self._window_s)
+
+    def peek(self) -> Recognition:
+        with self._lock:
+            audio = bytes(self._audio)
+        return self._recognize(audio)
 
     def end(self, speech_s: float | None = None) -> Recognition:
         with self._lock:
             audio = bytes(self._audio)
             self._audio = bytearray()
             self._decoded_bytes = 0
-        text = self._engine.transcribe(audio)
+        return self._recognize(audio)
+
+    def _recognize(self, audio: bytes) -> Recognition:
+        text = self._engine.transcribe(audio, self._window_s)
         phrase = closest_phrase(text, self.phrases)
         return Recognition(text, phrase is not None, phrase)
 
@@ -101,6 +125,8 @@ class WhisperRecognizer:
 
 class SphinxRecognizer:
     """pocketsphinx's streaming `UtteranceRecognizer` behind the same interface."""
+
+    snapshots = False  # one decoder, fed in order
 
     def __init__(self, phrases: list[str]) -> None:
         self._inner = UtteranceRecognizer(phrases)
@@ -131,6 +157,9 @@ class SphinxRecognizer:
     def partial(self) -> str:
         pcm, begin = self._take()
         return self._inner.begin(pcm) if begin else self._inner.feed(pcm)
+
+    def peek(self) -> Recognition:
+        raise NotImplementedError("pocketsphinx decodes as it goes: no snapshots")
 
     def end(self, speech_s: float | None = None) -> Recognition:
         pcm, begin = self._take()

@@ -109,8 +109,9 @@ class WhisperEngine:
         self._prompt = [tokenizer.token_to_id(t) for t in _SOT_SEQUENCE]
         self._decode_ids = tokenizer.decode
 
-    def transcribe(self, pcm: bytes) -> str:
-        """What was said in `pcm` (16 kHz mono s16), as Whisper writes it."""
+    def transcribe(self, pcm: bytes, window_s: float = WINDOW_S) -> str:
+        """What was said in `pcm` (16 kHz mono s16), as Whisper writes it; the encoder
+        sees at least `window_s` (audio padded with silence)."""
         import ctranslate2
 
         samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32)
@@ -119,7 +120,7 @@ class WhisperEngine:
             return ""
         features = self._model.feature_extractor(samples)
         n = min(features.shape[-1], int(MAX_WINDOW_S * _MEL_FRAMES_PER_S))
-        frames = max(int(WINDOW_S * _MEL_FRAMES_PER_S), n)
+        frames = max(int(min(window_s, MAX_WINDOW_S) * _MEL_FRAMES_PER_S), n)
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
         window[0, :, :n] = features[:, :n]
         audio_s = len(samples) / AGENT_INPUT_RATE_HZ
