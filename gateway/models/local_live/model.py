@@ -28,6 +28,7 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
+from gateway.models.local_live import recognizer as sphinx
 from gateway.models.local_live import whisper
 from gateway.models.local_live.connection import LocalLiveConnection
 from gateway.models.local_live.endpointer import EndpointerConfig
@@ -80,12 +81,17 @@ RECOGNIZERS = ("whisper", "pocketsphinx")
 _WARM_UP_PCM = bytes(16_000)
 
 
-def warm_up() -> float:
-    """Load (and check) the Whisper model and decode once; returns the seconds it took.
+def warm_up(model: str = MODEL_NAME) -> float:
+    """Load the recognizer `model` uses now (Whisper: load, check its hash and decode
+    once); returns the seconds it took.
 
-    Raises `whisper.ModelFileError` when the model is missing or not the pinned one."""
+    Raises `whisper.ModelFileError` when the Whisper model is missing or not the
+    pinned one."""
     started = time.perf_counter()
-    whisper.engine().transcribe(_WARM_UP_PCM)
+    if model.endswith("-pocketsphinx"):
+        sphinx.warm_up()
+    else:
+        whisper.engine().transcribe(_WARM_UP_PCM)
     return time.perf_counter() - started
 
 
