@@ -210,7 +210,7 @@ def cpu_comparison(points: list[Point]) -> list[str]:
     for p in points:
         if p.server_cpu_percent is not None and p.server_cpu_percent < 90 and p.completed:
             per_call.setdefault(p.calls, {})[p.server] = p.server_cpu_percent / p.completed
-    both = sorted(n for n, servers in per_call.items() if len(servers) == len(SERVERS))
+    both = sorted(n for n, servers in per_call.items() if set(SERVERS) <= set(servers))
     if not both:
         return []
     n = both[0]

@@ -13,7 +13,7 @@ It answers in the same `LlmResponse` shapes as ADK's Gemini connection:
   `interrupted` response goes out at once.
 
 Recognition runs in the shared recognition pool (`pool.py`), one decode in flight
-per call; partial transcripts only when a worker is idle; a final decode the pool
+per call; partial transcripts only when nothing else decodes; a final decode the pool
 refuses (saturated) gets an `error_code="recognizer_busy"` response (non-fatal: the
 caller is asked to say it again) instead of a silent stall. Synthesis runs in
 espeak's own thread: the event loop only moves bytes. Every task is owned by the
@@ -250,7 +250,7 @@ class LocalLiveConnection(BaseLlmConnection):
             )
 
     def _speculate(self) -> None:
-        """The caller paused: decode what they said so far now, on an idle worker.
+        """The caller paused: decode what they said so far now.
 
         If the pause becomes the end of the turn (`hangover_s` later, no speech in
         between), this is the final recognition and its decode overlapped the
@@ -260,7 +260,7 @@ class LocalLiveConnection(BaseLlmConnection):
         self._speculation = None
         if not self._recognizer.snapshots:
             return
-        future = self._pool.submit(self._recognizer.peek, optional=True)
+        future = self._pool.submit(self._recognizer.peek)  # likely the final: not optional
         if future is not None:
             future.add_done_callback(_retrieve)
             self._speculation = future

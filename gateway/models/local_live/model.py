@@ -91,7 +91,9 @@ def warm_up(model: str = MODEL_NAME) -> float:
     if model.endswith("-pocketsphinx"):
         sphinx.warm_up()
     else:
-        whisper.engine().transcribe(_WARM_UP_PCM)
+        # Loaded in a decoding thread, so that the engine's own threads inherit its
+        # lower priority (pool.py).
+        POOL.call(lambda: whisper.engine().transcribe(_WARM_UP_PCM))
     return time.perf_counter() - started
 
 
