@@ -81,7 +81,7 @@ async def test_turn_without_a_worker_gets_recognizer_busy(tmp_path: Path) -> Non
         busy = await next_response(responses, lambda r: r.error_code is not None)
         assert busy.error_code == RECOGNIZER_BUSY
         assert busy.error_message
-        assert pool.refused == 1
+        assert pool.refused >= 1  # the final decode (and the speculative one before it)
         release.set()
         await blocker
         await feed(connection, speech)
