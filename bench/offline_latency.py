@@ -1,6 +1,7 @@
 """Offline live model: end of the caller's speech to the first reply audio.
 
     .venv/bin/python bench/offline_latency.py [--runs 7] [--level gateway|adk]
+        [--recognizers whisper,pocketsphinx]
 
 `gateway` (default): a headless aiortc caller speaks an espeak-ng recording of "what
 time is it now" into an in-process gateway serving the default agent with the
@@ -12,6 +13,9 @@ recognition, ADK's tool call and synthesis.
 `adk`: the same question fed in 20 ms chunks straight into ADK's `run_live` with the
 default agent; measured from the end of the speech samples to the first audio
 event. No network, no codec.
+
+With several `--recognizers`, runs alternate between them (`local-live` and
+`local-live-pocketsphinx`), so both are measured side by side under the same load.
 
 Prints each run and the median; the target is a median <= 500 ms on a 2-core machine.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
+from google.adk.agents import Agent
 from google.adk.sessions import InMemorySessionService
 from google.genai import types
 from pocketsphinx import Decoder
@@ -36,6 +41,7 @@ from gateway.agent_bridge import AdkAgentConnector
 from gateway.agents.default import build_default_agent
 from gateway.app import create_app
 from gateway.config import load_settings
+from gateway.models.local_live import whisper
 from gateway.models.local_live.recognizer import decoder_config, recognize_open
 from gateway.models.local_live.synthesizer import EspeakLibrary
 from gateway.rtc import ice
@@ -65,6 +71,13 @@ class MarkTimes(logging.Handler):
 MARKS = MarkTimes()
 BREAKDOWN: list[tuple[float, float, float]] = []
 HEARD: list[str] = []
+MODELS = {"whisper": "local-live", "pocketsphinx": "local-live-pocketsphinx"}
+
+
+def agent_with(recognizer: str) -> Agent:
+    """The default offline agent, on the model of `recognizer`."""
+    agent = build_default_agent(environ={})
+    return agent.model_copy(update={"model": MODELS[recognizer]})
 
 
 async def one_gateway_run(client: TestClient, question: bytes) -> float:  # type: ignore[type-arg]
@@ -90,11 +103,11 @@ async def one_gateway_run(client: TestClient, question: bytes) -> float:  # type
         await caller.close()
 
 
-async def gateway_runs(runs: int, question: bytes) -> list[float]:
+async def gateway_runs(runs: int, question: bytes, recognizer: str) -> list[float]:
     ice.restrict_host_addresses(["127.0.0.1"])
     settings = load_settings({"ice_addresses": "127.0.0.1"}, environ={})
     connector = AdkAgentConnector(
-        build_default_agent(environ={}),
+        agent_with(recognizer),
         InMemorySessionService(),
         app_name="bench",
     )
@@ -107,8 +120,8 @@ async def gateway_runs(runs: int, question: bytes) -> list[float]:
         await connector.close()
 
 
-async def adk_runs(runs: int, question: bytes) -> list[float]:
-    agent = build_default_agent(environ={})
+async def adk_runs(runs: int, question: bytes, recognizer: str) -> list[float]:
+    agent = agent_with(recognizer)
     results = []
     for _ in range(runs):
         async with live_call(agent, types.Modality.AUDIO) as call:
@@ -140,6 +153,16 @@ def startup_costs() -> None:
     open_started = time.perf_counter()
     recognize_open(bytes(3200))
     open_s = time.perf_counter() - open_started
+    check_started = time.perf_counter()
+    whisper.check_model_file(whisper.model_dir())
+    check_s = time.perf_counter() - check_started
+    whisper_started = time.perf_counter()
+    whisper.WhisperEngine().transcribe(bytes(16_000))
+    whisper_s = time.perf_counter() - whisper_started
+    print(
+        f"start-up: Whisper model hash check {check_s * 1000:.0f} ms, load (with the check) "
+        f"and first decode {whisper_s * 1000:.0f} ms"
+    )
     espeak_started = time.perf_counter()
     EspeakLibrary.load()
     espeak_s = time.perf_counter() - espeak_started
@@ -154,6 +177,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--level", choices=("gateway", "adk"), default="gateway")
+    parser.add_argument("--recognizers", default="whisper,pocketsphinx")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     startup_costs()
@@ -165,7 +189,12 @@ async def main() -> None:
         rate = 48_000 if args.level == "gateway" else 16_000
         question = recording(Path(tmp), QUESTION, rate_hz=rate)
     runner = gateway_runs if args.level == "gateway" else adk_runs
-    latencies = await runner(args.runs, question)
+    recognizers = args.recognizers.split(",")
+    by_recognizer: dict[str, list[float]] = {r: [] for r in recognizers}
+    for _ in range(args.runs):  # alternating: both under the same load
+        for recognizer in recognizers:
+            by_recognizer[recognizer] += await runner(1, question, recognizer)
+    latencies = [x for pair in zip(*by_recognizer.values(), strict=True) for x in pair]
     for i, latency in enumerate(latencies, 1):
         heard = f" (heard {HEARD[i - 1]!r})" if HEARD else ""
         print(f"run {i}: {latency * 1000:.0f} ms{heard}")
@@ -175,11 +204,13 @@ async def main() -> None:
                 f"  uplink + hangover {uplink:.0f} ms, recognize + tool + first synthesis "
                 f"{model:.0f} ms, downlink {downlink:.0f} ms"
             )
-    median = statistics.median(latencies)
-    print(
-        f"{args.level}: end of speech -> first reply audio, median {median * 1000:.0f} ms, "
-        f"min {min(latencies) * 1000:.0f}, max {max(latencies) * 1000:.0f} ({len(latencies)} runs)"
-    )
+    for recognizer, values in by_recognizer.items():
+        median = statistics.median(values)
+        print(
+            f"{args.level} {recognizer}: end of speech -> first reply audio, median "
+            f"{median * 1000:.0f} ms, min {min(values) * 1000:.0f}, "
+            f"max {max(values) * 1000:.0f} ({len(values)} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ, pcm_duration_s
 
 logger = logging.getLogger(__name__)
 
+#: Model error codes that drop one turn but not the call, with the wire code and the
+#: message the caller sees (docs/protocol.md). `recognizer_busy`: the offline model's
+#: recognition pool was saturated and a turn went unrecognized.
+NON_FATAL_MODEL_ERRORS = {
+    "recognizer_busy": "the speech recognizer is busy: please say that again",
+}
+
 
 def translate_event(
     event: Event, *, text_mode: bool, text_from_transcription: bool = False
@@ -40,7 +47,10 @@ def translate_event(
     audio is dropped."""
     from_transcription = text_mode and text_from_transcription
     out: list[AgentEvent] = []
-    if event.error_code:
+    if event.error_code in NON_FATAL_MODEL_ERRORS:
+        code = event.error_code
+        out.append(AgentError(code, NON_FATAL_MODEL_ERRORS[code], fatal=False))
+    elif event.error_code:
         out.append(AgentError("agent_error", f"the agent reported {event.error_code}"))
     for part in (event.content.parts or []) if event.content else []:
         blob = part.inline_data

@@ -2,6 +2,8 @@
 
 Pins down:
 - no Gemini credentials: the offline `local-live` model with `get_current_time`;
+  `GATEWAY_LOCAL_RECOGNIZER=pocketsphinx` selects `local-live-pocketsphinx`, and an
+  unknown recognizer is refused with a message naming the setting;
 - `GOOGLE_API_KEY` or Vertex AI: the configured Gemini Live model
   (`GATEWAY_GEMINI_MODEL` overrides the default) plus Google Search;
 - the choice is logged once, at INFO, with how to switch;
@@ -34,6 +36,16 @@ def test_offline_without_credentials(caplog: pytest.LogCaptureFixture) -> None:
     assert len(choice) == 2  # one per agent built above
     assert "local-live" in choice[0].getMessage()
     assert "GOOGLE_API_KEY" in choice[0].getMessage()
+
+
+def test_recognizer_setting() -> None:
+    assert build_default_agent(environ={"GATEWAY_LOCAL_RECOGNIZER": "whisper"}).model == (
+        "local-live"
+    )
+    fallback = build_default_agent(environ={"GATEWAY_LOCAL_RECOGNIZER": "pocketsphinx"})
+    assert fallback.model == "local-live-pocketsphinx"
+    with pytest.raises(ValueError, match="GATEWAY_LOCAL_RECOGNIZER"):
+        build_default_agent(environ={"GATEWAY_LOCAL_RECOGNIZER": "vosk"})
 
 
 @pytest.mark.parametrize(

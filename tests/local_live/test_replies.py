@@ -6,6 +6,9 @@ Pins down:
 - greetings, goodbyes, thanks and "who are you" get their short answers; anything
   else is echoed ("I heard: ..."); nothing said, no reply;
 - a tool's result becomes one short sentence;
+- after Whisper, a transcript close to one of the agent's phrases (letters at least
+  80 % alike, about as many words) stands for that phrase, the most similar one;
+  longer or different sentences stand for themselves;
 - the grammar built from the agent's tools is recognizable: espeak-ng saying
   "what time is it now" is recognized exactly, and an out-of-grammar utterance is
   reported as such (then recognized by the open model), even when the grammar
@@ -24,6 +27,7 @@ from gateway.models.local_live.replies import (
     CallTool,
     Say,
     ToolSpec,
+    closest_phrase,
     decide,
     grammar_phrases,
     spoken_result,
@@ -99,6 +103,25 @@ def test_results_become_sentences() -> None:
 def test_tool_names_become_words() -> None:
     assert tool_words("get_current_time") == "get current time"
     assert tool_words("getWeather") == "get weather"
+
+
+@pytest.mark.parametrize(
+    ("heard", "phrase"),
+    [
+        ("What time is it out?", "what time is it now"),  # Whisper on espeak-ng en-us
+        ("and you very much", "thank you very much"),
+        ("what is it today", "what day is it today"),
+        ("Good bye.", "goodbye"),
+        ("How are you?", "how are you"),  # not "who are you" (0.91 alike)
+        ("Who are you?", "who are you"),
+        ("get current time", "get current time"),
+        ("What is the weather in Paris?", None),  # two more words
+        ("the quick brown fox", None),
+        ("", None),
+    ],
+)
+def test_transcripts_match_the_closest_phrase(heard: str, phrase: str | None) -> None:
+    assert closest_phrase(heard, grammar_phrases(TOOLS)) == phrase
 
 
 def test_grammar_phrases_include_the_tools() -> None:

@@ -12,20 +12,22 @@ It answers in the same `LlmResponse` shapes as ADK's Gemini connection:
 - caller speech while a reply is being made or played: synthesis stops and an
   `interrupted` response goes out at once.
 
-Recognition runs in a small shared thread pool, synthesis in espeak's own thread:
-the event loop only moves bytes. Every task is owned by the connection and ended
-by `close()`. ADK plugin: imports google.adk / google.genai and this package.
+Recognition runs in the shared recognition pool (`pool.py`), one decode in flight
+per call; partial transcripts only when nothing else decodes; a final decode the pool
+refuses (saturated) gets an `error_code="recognizer_busy"` response (non-fatal: the
+caller is asked to say it again) instead of a silent stall. Synthesis runs in
+espeak's own thread: the event loop only moves bytes. Every task is owned by the
+connection and ended by `close()`. ADK plugin: imports google.adk / google.genai and this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_response import LlmResponse
@@ -41,21 +43,21 @@ from gateway.models.local_live.endpointer import (
     Endpointer,
     EndpointerConfig,
     SpeechAudio,
+    SpeechPaused,
     SpeechStarted,
     TurnEnded,
 )
-from gateway.models.local_live.recognizer import UtteranceRecognizer
+from gateway.models.local_live.listeners import CallRecognizer
+from gateway.models.local_live.pool import POOL, RecognitionPool
+from gateway.models.local_live.recognizer import Recognition
 from gateway.models.local_live.replies import CallTool, ToolSpec, clip, decide, spoken_result
 from gateway.models.local_live.synthesizer import SpeechSynthesizer
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
-#: Recognition work of all calls shares two threads (the machine has two cores).
-RECOGNITION_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
-    max_workers=2, thread_name_prefix="local-live-asr"
-)
+#: Error code of a turn the recognition pool had no room for (docs/protocol.md).
+RECOGNIZER_BUSY = "recognizer_busy"
 #: Caller audio waiting for the endpointer: 250 chunks (10 s of the gateway's 40 ms chunks). When
 #: full, the oldest chunk is dropped and counted: the caller's latest audio matters.
 AUDIO_QUEUE_CHUNKS = 250
@@ -83,13 +85,18 @@ class LocalLiveConnection(BaseLlmConnection):
     def __init__(
         self,
         *,
-        recognizer: UtteranceRecognizer,
+        recognizer: CallRecognizer,
         synthesizer: SpeechSynthesizer,
         tools: list[ToolSpec],
         text_mode: bool,
         endpointer: EndpointerConfig | None = None,
+        pool: RecognitionPool | None = None,
     ) -> None:
         self._recognizer = recognizer
+        self._pool = pool or POOL
+        self._partial_task: asyncio.Task[None] | None = None
+        # A decode started when the caller paused (see `_speculate`).
+        self._speculation: asyncio.Future[Recognition] | None = None
         self._synthesizer = synthesizer
         self._tools = tools
         self._text_mode = text_mode
@@ -168,7 +175,11 @@ class LocalLiveConnection(BaseLlmConnection):
         if self._closing:
             return
         self._closing = True
-        tasks = [t for t in (self._listener, self._reply) if t is not None and not t.done()]
+        tasks = [
+            t
+            for t in (self._listener, self._reply, self._partial_task)
+            if t is not None and not t.done()
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -177,9 +188,7 @@ class LocalLiveConnection(BaseLlmConnection):
             future.cancel()
         self._pending_calls.clear()
         self._end_output()
-        await asyncio.get_running_loop().run_in_executor(
-            RECOGNITION_EXECUTOR, self._recognizer.close
-        )
+        await self._pool.run(self._recognizer.close)
 
     def _end_output(self) -> None:
         """Make `receive()` end (ADK then ends the live session)."""
@@ -190,9 +199,6 @@ class LocalLiveConnection(BaseLlmConnection):
     async def _emit(self, **fields: Any) -> None:
         await self._out.put(LlmResponse(**fields))
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(RECOGNITION_EXECUTOR, fn, *args)
-
     # -- listening -------------------------------------------------------------------
 
     async def _listen(self) -> None:
@@ -202,17 +208,22 @@ class LocalLiveConnection(BaseLlmConnection):
                 if pcm is _END_OF_TURN or not pcm:
                     if self._endpointer.in_speech:
                         self._endpointer.reset()
+                        self._speculation = None  # speech may have gone on since
                         await self._end_of_turn(None)
                     continue
                 for event in self._endpointer.feed(pcm):
                     if isinstance(event, SpeechStarted):
                         await self._interrupt_if_replying()
+                        await self._settle_partial()
                         self._last_partial = ""
-                        await self._partial(
-                            await self._in_thread(self._recognizer.begin, event.pcm)
-                        )
+                        self._speculation = None
+                        self._recognizer.start(event.pcm)
+                        self._maybe_partial()
                     elif isinstance(event, SpeechAudio):
-                        await self._partial(await self._in_thread(self._recognizer.feed, event.pcm))
+                        self._recognizer.append(event.pcm)
+                        self._maybe_partial()
+                    elif isinstance(event, SpeechPaused):
+                        self._speculate()
                     elif isinstance(event, TurnEnded):
                         await self._end_of_turn(event.speech_s)
         except asyncio.CancelledError:
@@ -226,7 +237,48 @@ class LocalLiveConnection(BaseLlmConnection):
             )
             self._end_output()
 
-    async def _partial(self, text: str) -> None:
+    def _maybe_partial(self) -> None:
+        """Start a partial decode if none is in flight, one is due and a worker is idle."""
+        if self._partial_task is not None and not self._partial_task.done():
+            return
+        if not self._recognizer.partial_due():
+            return
+        future = self._pool.submit(self._recognizer.partial, optional=True)
+        if future is not None:
+            self._partial_task = asyncio.create_task(
+                self._partial(future), name="local-live/partial"
+            )
+
+    def _speculate(self) -> None:
+        """The caller paused: decode what they said so far now.
+
+        If the pause becomes the end of the turn (`hangover_s` later, no speech in
+        between), this is the final recognition and its decode overlapped the
+        hangover; if they speak again, it is dropped (the next pause starts another).
+        Whisper's decode costs about the hangover (~0.1-0.3 s), so this takes it off
+        the time between the end of speech and the reply."""
+        self._speculation = None
+        if not self._recognizer.snapshots:
+            return
+        future = self._pool.submit(self._recognizer.peek)  # likely the final: not optional
+        if future is not None:
+            future.add_done_callback(_retrieve)
+            self._speculation = future
+
+    async def _settle_partial(self) -> None:
+        """Let the partial decode in flight finish (one decode per call at a time)."""
+        if self._partial_task is not None:
+            await asyncio.wait([self._partial_task])
+            self._partial_task = None
+
+    async def _partial(self, decoding: asyncio.Future[str]) -> None:
+        try:
+            text = await decoding
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # boundary: a failed partial is only a missing partial
+            logger.exception("partial recognition failed")
+            return
         if text and text != self._last_partial:
             self._last_partial = text
             await self._emit(
@@ -235,7 +287,23 @@ class LocalLiveConnection(BaseLlmConnection):
 
     async def _end_of_turn(self, speech_s: float | None) -> None:
         logger.debug("end of turn")
-        recognition = await self._in_thread(self._recognizer.end, speech_s)
+        speculation, self._speculation = self._speculation, None
+        if self._recognizer.snapshots and self._partial_task is not None:
+            self._partial_task.cancel()  # superseded: no partial after the final
+            self._partial_task = None
+        else:
+            await self._settle_partial()
+        decoding = speculation or self._pool.submit(self._recognizer.end, speech_s)
+        if decoding is None:
+            logger.warning("recognition pool saturated: a turn was not recognized")
+            await self._emit(
+                error_code=RECOGNIZER_BUSY,
+                error_message="too many callers are speaking at once: please say that again",
+            )
+            return
+        recognition = await decoding
+        if speculation is not None:
+            self._recognizer.start(b"")  # the utterance is done with
         logger.debug("recognized")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("heard %r (grammar: %s)", recognition.text, recognition.in_grammar)
@@ -245,7 +313,7 @@ class LocalLiveConnection(BaseLlmConnection):
             input_transcription=types.Transcription(text=recognition.text, finished=True),
             partial=False,
         )
-        await self._start_reply(recognition.text)
+        await self._start_reply(recognition.meaning)
 
     # -- replying --------------------------------------------------------------------
 
@@ -343,3 +411,9 @@ class LocalLiveConnection(BaseLlmConnection):
             await asyncio.sleep(max(0.0, self._playback_until - loop.time()))
             self._playback_until = 0.0
         await self._emit(turn_complete=True)
+
+
+def _retrieve(future: asyncio.Future[Recognition]) -> None:
+    """A dropped speculative decode's failure is logged here, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("speculative recognition failed", exc_info=future.exception())

@@ -1,4 +1,7 @@
-"""`local-live`: the offline ADK live model (pocketsphinx in, espeak-ng out).
+"""`local-live`: the offline ADK live model (Whisper tiny.en in, espeak-ng out).
+
+`local-live-pocketsphinx` selects the older pocketsphinx recognizer instead (see
+`listeners.py` for when it is worth it).
 
 A `BaseLlm` whose `connect()` yields a `LocalLiveConnection`; registered with ADK's
 `LLMRegistry` (importing this package is enough), so any ADK agent can use it with
@@ -13,7 +16,6 @@ ADK plugin: imports google.adk / google.genai and this package.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -26,9 +28,16 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from gateway.models.local_live import recognizer
-from gateway.models.local_live.connection import RECOGNITION_EXECUTOR, LocalLiveConnection
+from gateway.models.local_live import recognizer as sphinx
+from gateway.models.local_live import whisper
+from gateway.models.local_live.connection import LocalLiveConnection
 from gateway.models.local_live.endpointer import EndpointerConfig
+from gateway.models.local_live.listeners import (
+    CallRecognizer,
+    SphinxRecognizer,
+    WhisperRecognizer,
+)
+from gateway.models.local_live.pool import POOL
 from gateway.models.local_live.replies import (
     CallTool,
     ToolSpec,
@@ -66,10 +75,25 @@ def _required(declaration: types.FunctionDeclaration) -> tuple[str, ...]:
     return ()
 
 
-def warm_up() -> float:
-    """Load the recognizer's acoustic model now; returns the seconds it took."""
+#: Recognizers by name (`LocalLiveModel.recognizer`, or the model name's suffix).
+RECOGNIZERS = ("whisper", "pocketsphinx")
+#: Half a second of quiet: the first decode also sets up CTranslate2's buffers.
+_WARM_UP_PCM = bytes(16_000)
+
+
+def warm_up(model: str = MODEL_NAME) -> float:
+    """Load the recognizer `model` uses now (Whisper: load, check its hash and decode
+    once); returns the seconds it took.
+
+    Raises `whisper.ModelFileError` when the Whisper model is missing or not the
+    pinned one."""
     started = time.perf_counter()
-    recognizer.warm_up()
+    if model.endswith("-pocketsphinx"):
+        sphinx.warm_up()
+    else:
+        # Loaded in a decoding thread, so that the engine's own threads inherit its
+        # lower priority (pool.py).
+        POOL.call(lambda: whisper.engine().transcribe(_WARM_UP_PCM))
     return time.perf_counter() - started
 
 
@@ -78,6 +102,9 @@ class LocalLiveModel(BaseLlm):
 
     model: str = MODEL_NAME
     endpointer: EndpointerConfig = EndpointerConfig()
+    #: "whisper" (default) or "pocketsphinx"; a model named `local-live-pocketsphinx`
+    #: uses pocketsphinx whatever this says.
+    recognizer: str = "whisper"
 
     @classmethod
     def supported_models(cls) -> list[str]:
@@ -97,10 +124,7 @@ class LocalLiveModel(BaseLlm):
         tools = declared_tools(llm_request)
         modalities = llm_request.live_connect_config.response_modalities or []
         synthesizer = default_synthesizer()  # first: it may fail, the recognizer is pooled
-        loop = asyncio.get_running_loop()
-        listener = await loop.run_in_executor(
-            RECOGNITION_EXECUTOR, recognizer.UtteranceRecognizer, grammar_phrases(tools)
-        )
+        listener = await POOL.run(self._make_recognizer, grammar_phrases(tools))
         connection = LocalLiveConnection(
             recognizer=listener,
             synthesizer=synthesizer,
@@ -113,6 +137,14 @@ class LocalLiveModel(BaseLlm):
             yield connection
         finally:
             await connection.close()
+
+    def _make_recognizer(self, phrases: list[str]) -> CallRecognizer:
+        kind = "pocketsphinx" if self.model.endswith("-pocketsphinx") else self.recognizer
+        if kind == "pocketsphinx":
+            return SphinxRecognizer(phrases)
+        if kind != "whisper":
+            raise ValueError(f"unknown recognizer {kind!r}: one of {', '.join(RECOGNIZERS)}")
+        return WhisperRecognizer(phrases)
 
     async def generate_content_async(
         self, llm_request: LlmRequest, stream: bool = False

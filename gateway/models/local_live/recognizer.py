@@ -96,10 +96,17 @@ def build_jsgf(phrases: list[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Recognition:
-    """What was said: `in_grammar` when it is one of the agent's phrases."""
+    """What was said: `in_grammar` when it is one of the agent's phrases, `phrase`
+    the phrase it was taken for (None: the text itself, or no phrase)."""
 
     text: str
     in_grammar: bool
+    phrase: str | None = None
+
+    @property
+    def meaning(self) -> str:
+        """What the reply is chosen on: the matched phrase, else the text."""
+        return self.phrase or self.text
 
 
 class _DecoderPool:

@@ -11,6 +11,7 @@ Pure functions on strings: imports the standard library and `recognizer.normaliz
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -179,6 +180,36 @@ def grammar_phrases(tools: Iterable[ToolSpec]) -> list[str]:
         if 0 < len(first_sentence.split()) <= 12:
             phrases.append(first_sentence)
     return [p for p in (normalize(p) for p in phrases) if p]
+
+
+#: Least `difflib` similarity (0-1, on letters) between a transcript and a phrase
+#: for the phrase to stand for it. Measured on Whisper tiny.en's near misses of
+#: espeak-ng phrases: "what time is it out" / "what time is it now" 0.84, "and you
+#: very much" / "thank you very much" 0.89. Similar phrases ("who are you" / "how
+#: are you" 0.91) are told apart because the most similar one wins.
+PHRASE_MATCH_MIN = 0.8
+#: A phrase stands for a transcript only with about as many words: "what is the
+#: weather in paris" is not "what is the weather" (0.81 alike).
+PHRASE_MAX_EXTRA_WORDS = 1
+
+
+def closest_phrase(text: str, phrases: Iterable[str]) -> str | None:
+    """The phrase (normalized) most like `text`, if at least `PHRASE_MATCH_MIN` alike."""
+    said = normalize(text)
+    if not said:
+        return None
+    best: tuple[float, str] | None = None
+    words = len(said.split())
+    for phrase in phrases:
+        if abs(len(phrase.split()) - words) > PHRASE_MAX_EXTRA_WORDS:
+            continue
+        matcher = difflib.SequenceMatcher(None, said, phrase, autojunk=False)
+        if matcher.real_quick_ratio() < PHRASE_MATCH_MIN:
+            continue
+        ratio = matcher.ratio()
+        if ratio >= PHRASE_MATCH_MIN and (best is None or ratio > best[0]):
+            best = (ratio, phrase)
+    return best[1] if best else None
 
 
 def match_tool(text: str, tools: Iterable[ToolSpec]) -> ToolSpec | None:
