@@ -3,7 +3,7 @@ microphone, with the client's voice processing on (echo cancellation, noise
 suppression, automatic gain), over WebRTC, into the default agent (Whisper tiny.en).
 
 Pins down, for a clean, a noisy (pink noise at 10 dB SNR) and a quiet (-25 dB)
-recording of "what time is it now" (espeak-ng):
+recording and an Opus-degraded one (24 kbit/s) of "what time is it now" (espeak-ng):
 - a final user transcript holds the question's key words ("what", "time");
 - the agent answers with the current time ("It is H:MM ..." with this hour).
 """
@@ -24,7 +24,7 @@ from gateway.agents.default import build_default_agent
 from gateway.models.local_live.recognizer import normalize
 from tests.browser import cdp
 from tests.browser.conftest import QUESTION, GatewayStarter
-from tests.support.conditions import gain_db, with_pink_noise
+from tests.support.conditions import gain_db, through_opus, with_pink_noise
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -41,6 +41,9 @@ CONDITIONS: dict[str, Callable[[bytes], bytes]] = {
     "clean": lambda pcm: pcm,
     "pink noise 10 dB": lambda pcm: with_pink_noise(pcm, 10),
     "-25 dB": lambda pcm: gain_db(pcm, -25),
+    # Coded once at 24 kbit/s before the microphone (a phone's or a lossy link's
+    # codec), then again by the browser for the WebRTC path.
+    "Opus 24 kbit/s": through_opus,
 }
 
 

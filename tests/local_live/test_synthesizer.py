@@ -13,7 +13,7 @@ import contextlib
 
 from gateway.audio.formats import AGENT_OUTPUT_RATE_HZ
 from gateway.models.local_live.synthesizer import EspeakCommand, EspeakLibrary, SpeechSynthesizer
-from tests.support.speech import hour_heard, voiced_s
+from tests.support.speech import hours_heard, voiced_s
 
 RATE = AGENT_OUTPUT_RATE_HZ
 SENTENCE = "It is 7:05 PM."
@@ -29,7 +29,7 @@ async def test_library_streams_recognizable_speech() -> None:
     assert all(len(c) % 2 == 0 for c in chunks)
     speech = b"".join(chunks)
     assert 0.8 <= voiced_s(speech, RATE) <= len(speech) / (2 * RATE)
-    assert hour_heard(speech, RATE) == "seven"
+    assert "seven" in hours_heard(speech, RATE)
 
 
 async def test_stopping_a_stream_leaves_the_library_usable() -> None:
@@ -38,11 +38,11 @@ async def test_stopping_a_stream_leaves_the_library_usable() -> None:
     async with contextlib.aclosing(stream):
         received = [await anext(stream) for _ in range(2)]
     assert len(received) == 2
-    assert hour_heard(b"".join(await chunks_of(library, SENTENCE)), RATE) == "seven"
+    assert "seven" in hours_heard(b"".join(await chunks_of(library, SENTENCE)), RATE)
 
 
 async def test_command_line_fallback_says_the_same() -> None:
     speech = b"".join(await chunks_of(EspeakCommand.find(), SENTENCE))
     library_speech = b"".join(await chunks_of(EspeakLibrary.load(), SENTENCE))
-    assert hour_heard(speech, RATE) == "seven"
+    assert "seven" in hours_heard(speech, RATE)
     assert abs(voiced_s(speech, RATE) - voiced_s(library_speech, RATE)) < 0.3
