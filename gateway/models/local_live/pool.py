@@ -40,9 +40,12 @@ WORKERS = 2
 MAX_JOBS = 8
 #: Optional work (partial transcripts) runs only while fewer decodes are in flight.
 OPTIONAL_BELOW_JOBS = 1
-#: Nice value of the decoding threads (0 is the event loop's; 10 gives it ~10x the
-#: CPU share under contention, Linux CFS weights 1024 vs 110).
-DECODE_NICE = 10
+#: Nice value of the decoding threads (0 is the event loop's). Linux CFS weights:
+#: nice 0 = 1024, 10 = 110, 19 = 15 (kernel sched_prio_to_weight), so with two decode
+#: threads busy the loop gets ~82 % of a contended core at 10 and ~97 % at 19.
+#: Measured, 10 offline calls on one core, alternating (docs/benchmarks.md): gaps
+#: 0.047/0.000/0.067 % at 19 against 0.300/0.213/0.133/0.160 % at 10.
+DECODE_NICE = 19
 
 
 def lower_priority() -> None:
