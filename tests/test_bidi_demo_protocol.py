@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -41,8 +40,6 @@ from google.adk.agents import Agent
 from google.adk.agents.live_request_queue import LiveRequestQueue
 from google.adk.agents.run_config import RunConfig, StreamingMode  # type: ignore[attr-defined]
 from google.adk.events import Event
-from google.adk.models.base_llm_connection import BaseLlmConnection
-from google.adk.models.llm_request import LlmRequest
 from google.adk.runners import Runner
 from google.adk.sessions import InMemorySessionService
 from google.genai import types
@@ -101,21 +98,7 @@ class RecallConnection(ScriptedLiveConnection):
 
 class RecallLiveModel(ScriptedLiveModel):
     model: str = "recall-live"
-
-    @contextlib.asynccontextmanager
-    async def _recall(self, llm_request: LlmRequest) -> AsyncIterator[BaseLlmConnection]:
-        live = llm_request.live_connect_config
-        modalities = (live.response_modalities if live else None) or []
-        connection = RecallConnection(text_mode=types.Modality.TEXT in modalities)
-        try:
-            yield connection
-        finally:
-            await connection.close()
-
-    def connect(
-        self, llm_request: LlmRequest
-    ) -> contextlib.AbstractAsyncContextManager[BaseLlmConnection]:
-        return self._recall(llm_request)
+    connection_type = RecallConnection
 
 
 @pytest.fixture(autouse=True)

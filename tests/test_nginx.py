@@ -36,7 +36,7 @@ from gateway.auth.credentials import mint_token
 from tests.support.gateway_process import GatewayProcess, free_port, serving
 from tests.support.live_api_double.certs import make_self_signed_cert
 from tests.support.nginx import Nginx, nginx_in_front
-from tests.support.peers import HeadlessCaller, tone_pcm
+from tests.support.peers import HeadlessCaller, assert_answered, seed_turn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -77,28 +77,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         nginx_in_front(port, cert.cert_path, cert.key_path) as nginx,
     ):  # fmt: skip
         yield Stack(gateway, nginx, cert.client_context())
-
-
-async def assert_answered(caller: HeadlessCaller) -> None:
-    """Speech in, the scripted agent's tone out, heard by the caller."""
-    await caller.wait_message(type="session", limit_s=20)
-    heard_from = len(caller.frames)
-    caller.mic.play_pcm(tone_pcm(0.8))
-    await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
-    async with asyncio.timeout(20):
-        while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
-            await asyncio.sleep(0.1)
-
-
-async def seed_turn(ws: aiohttp.ClientWebSocketResponse) -> str:
-    """The seed protocol: a typed turn, then the agent's text until `turn_complete`."""
-    await ws.send_json({"mime_type": "text/plain", "data": "hello"})
-    text = ""
-    async with asyncio.timeout(15):
-        while not (message := await ws.receive_json()).get("turn_complete"):
-            if message.get("mime_type") == "text/plain":
-                text += message["data"]
-    return text
 
 
 async def bidi_turn(ws: aiohttp.ClientWebSocketResponse) -> list[str]:

@@ -40,7 +40,7 @@ from tests.support import REPO_ROOT
 from tests.support.fakes import FakeAgentConnector
 from tests.support.gateway_process import GatewayProcess, serving
 from tests.support.live_api_double.certs import SelfSignedCert, make_self_signed_cert
-from tests.support.peers import HeadlessCaller, tone_pcm
+from tests.support.peers import HeadlessCaller, assert_answered, seed_turn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -60,28 +60,6 @@ async def https_gateway(tmp_path: Path, cert: SelfSignedCert) -> AsyncIterator[G
         log=tmp_path / "gateway.log", tls=cert.client_context(),
     ) as gateway:  # fmt: skip
         yield gateway
-
-
-async def assert_answered(caller: HeadlessCaller) -> None:
-    """Speech in, the scripted agent's tone out, heard by the caller."""
-    await caller.wait_message(type="session", limit_s=20)
-    heard_from = len(caller.frames)
-    caller.mic.play_pcm(tone_pcm(0.8))
-    await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
-    async with asyncio.timeout(20):
-        while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
-            await asyncio.sleep(0.1)
-
-
-async def seed_turn(ws: aiohttp.ClientWebSocketResponse) -> str:
-    """A typed turn on the seed protocol; the agent's text until `turn_complete`."""
-    await ws.send_json({"mime_type": "text/plain", "data": "hello"})
-    text = ""
-    async with asyncio.timeout(15):
-        while not (message := await ws.receive_json()).get("turn_complete"):
-            if message.get("mime_type") == "text/plain":
-                text += message["data"]
-    return text
 
 
 async def test_https_and_wss_from_the_gateway_itself(

@@ -20,7 +20,6 @@ aiortc caller and an OTLP/HTTP receiver decoding the exporter's protobuf bodies:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -45,7 +44,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.errors import StartupError
 from gateway.metrics.tracing import RedactingExporter, exporters_from_environment
 from tests.support.gateway_process import GatewayProcess, free_port, serving
-from tests.support.peers import HeadlessCaller, tone_pcm
+from tests.support.peers import HeadlessCaller, assert_answered
 
 SCRIPTED = "gateway.agents.scripted:root_agent"
 #: The OTLP/HTTP default endpoint (OTel spec, "OTLP Exporter": localhost:4318).
@@ -131,14 +130,8 @@ async def spoken_turn_then_hang_up(gateway: GatewayProcess) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             dialled = await caller.dial(http, gateway.base)
             assert dialled.status == 201, dialled.body
-            session = await caller.wait_message(type="session", limit_s=20)
             await caller.wait_connected(20)
-            heard_from = len(caller.frames)
-            caller.mic.play_pcm(tone_pcm(0.8))
-            await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
-            async with asyncio.timeout(20):
-                while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
-                    await asyncio.sleep(0.1)
+            session = await assert_answered(caller)
             assert await caller.hang_up(http, gateway.base) == 204
             return session
     finally:

@@ -33,7 +33,7 @@ import pytest
 
 from tests.support import REPO_ROOT
 from tests.support.gateway_process import GatewayProcess, free_port, serving
-from tests.support.peers import HeadlessCaller, tone_pcm
+from tests.support.peers import HeadlessCaller, assert_answered
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -95,17 +95,6 @@ async def place_call(
         await caller.accept(await response.text())
         caller.etag = response.headers["ETag"]
         return response.headers["Location"], int(response.headers["X-Gateway-Worker"])
-
-
-async def assert_answered(caller: HeadlessCaller) -> None:
-    """Speech in, the scripted agent's 1.5 s tone out, heard by the caller."""
-    await caller.wait_message(type="session", limit_s=20)
-    heard_from = len(caller.frames)
-    caller.mic.play_pcm(tone_pcm(0.8))
-    await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
-    async with asyncio.timeout(20):
-        while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
-            await asyncio.sleep(0.1)
 
 
 def call_id(worker: int) -> str:

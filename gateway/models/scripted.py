@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.base_llm_connection import BaseLlmConnection
@@ -153,6 +153,8 @@ class ScriptedLiveModel(BaseLlm):
     """`scripted-live`: answers every turn with a tone and a transcript."""
 
     model: str = "scripted-live"
+    #: The connection each session gets (a test subclass can answer otherwise).
+    connection_type: ClassVar[type[ScriptedLiveConnection]] = ScriptedLiveConnection
 
     @classmethod
     def supported_models(cls) -> list[str]:
@@ -162,7 +164,7 @@ class ScriptedLiveModel(BaseLlm):
     async def _connect(self, llm_request: LlmRequest) -> AsyncIterator[BaseLlmConnection]:
         live = llm_request.live_connect_config
         modalities = (live.response_modalities if live else None) or []
-        connection = ScriptedLiveConnection(text_mode=types.Modality.TEXT in modalities)
+        connection = self.connection_type(text_mode=types.Modality.TEXT in modalities)
         try:
             yield connection
         finally:

@@ -8,10 +8,12 @@ arrival time, and every data-channel message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
@@ -26,10 +28,12 @@ __all__ = [
     "HeardFrame",
     "PacedSourceTrack",
     "PeerPair",
+    "assert_answered",
     "call_gateway",
     "listening_caller",
     "live_call",
     "rms",
+    "seed_turn",
     "tone_pcm",
 ]
 
@@ -49,6 +53,30 @@ def listening_caller(*, with_channel: bool = True) -> HeadlessCaller:
     return HeadlessCaller(
         with_channel=with_channel, mic=PacedSourceTrack(keep_levels=True), keep_audio=True
     )
+
+
+async def assert_answered(caller: HeadlessCaller) -> dict[str, Any]:
+    """Speech in, the scripted agent's 1.5 s tone out, heard by the caller; the
+    call's `session` message."""
+    session = await caller.wait_message(type="session", limit_s=20)
+    heard_from = len(caller.frames)
+    caller.mic.play_pcm(tone_pcm(0.8))
+    await caller.wait_message(type="transcript", role="user", final=True, limit_s=20)
+    async with asyncio.timeout(20):
+        while sum(f.rms > 1000 for f in caller.frames[heard_from:]) < 50:
+            await asyncio.sleep(0.1)
+    return session
+
+
+async def seed_turn(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """A typed turn on the seed protocol; the agent's text until `turn_complete`."""
+    await ws.send_json({"mime_type": "text/plain", "data": "hello"})
+    text = ""
+    async with asyncio.timeout(15):
+        while not (message := await ws.receive_json()).get("turn_complete"):
+            if message.get("mime_type") == "text/plain":
+                text += message["data"]
+    return text
 
 
 def base_url(client: GatewayClient) -> str:
