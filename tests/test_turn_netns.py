@@ -27,7 +27,6 @@ with `--public-ip`:
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sys
 from pathlib import Path
@@ -38,27 +37,13 @@ import aiohttp
 from gateway.auth.credentials import mint_token
 from tests.support import REPO_ROOT
 from tests.support.gateway_process import serving
+from tests.support.netem.ns_call import receive_message, send_message
 from tests.support.netem.topologies import can_send, exec_prefix, nat_topology, relay_topology
 from tests.support.turn_server import turn_server
 
 JWT_SECRET = "n" * 40
 TURN_SECRET = "netns-turn-secret"
 CALLER_TIMEOUT_S = 60.0
-
-
-async def _send(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(message) + "\n").encode())
-    await proc.stdin.drain()
-
-
-async def _receive(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await proc.stdout.readline()
-    if not line:
-        raise AssertionError("the caller in its namespace exited early")
-    message: dict[str, Any] = json.loads(line)
-    return message
 
 
 async def _call_from(
@@ -78,14 +63,14 @@ async def _call_from(
             async with http.get("/ice-servers", headers=auth) as response:
                 assert response.status == 200
                 servers = (await response.json())["ice_servers"]
-            await _send(proc, {"ice_servers": servers})
-            offer = (await _receive(proc))["offer"]
+            await send_message(proc, {"ice_servers": servers})
+            offer = (await receive_message(proc))["offer"]
             async with http.post("/offer", json={"sdp": offer, "type": "offer"},
                                  headers=auth) as response:  # fmt: skip
                 assert response.status == 200, await response.text()
                 answer = await response.json()
-            await _send(proc, {"answer": answer["sdp"]})
-            report = (await _receive(proc))["result"]
+            await send_message(proc, {"answer": answer["sdp"]})
+            report = (await receive_message(proc))["result"]
             async with http.delete(f"/calls/{answer['call_id']}", headers=auth) as response:
                 assert response.status == 204
         return report, answer

@@ -40,17 +40,19 @@ from tests.support.netem.relay_thread import RelayThread
 CHILD_TIMEOUT_S = 30.0
 
 
-async def _send(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
+async def send_message(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
+    """One JSON line to a helper process in a namespace (its stdin)."""
     assert proc.stdin is not None
     proc.stdin.write((json.dumps(message) + "\n").encode())
     await proc.stdin.drain()
 
 
-async def _receive(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+async def receive_message(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """One JSON line from a helper process in a namespace (its stdout)."""
     assert proc.stdout is not None
     line = await proc.stdout.readline()
     if not line:
-        raise RuntimeError("the receiver in the namespace exited early")
+        raise RuntimeError("the process in the namespace exited early")
     message: dict[str, Any] = json.loads(line)
     return message
 
@@ -70,14 +72,14 @@ async def run_netns_loss_call(
             add_source_track(caller, tone, "sendonly")
             await caller.setLocalDescription(await caller.createOffer())
         async with asyncio.timeout(CHILD_TIMEOUT_S):
-            await _send(proc, {"offer": caller.localDescription.sdp, "ours": ours,
+            await send_message(proc, {"offer": caller.localDescription.sdp, "ours": ours,
                                "ns_ip": link.ns_ip, "impairment": asdict(jitter)})  # fmt: skip
-            answer = (await _receive(proc))["answer"]
+            answer = (await receive_message(proc))["answer"]
             await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             await tone.finished.wait()
             sent = rtp_count(await caller.getSenders()[0].getStats(), "outbound-rtp")
-            await _send(proc, {"packets_sent": sent})
-            result = (await _receive(proc))["result"]
+            await send_message(proc, {"packets_sent": sent})
+            result = (await receive_message(proc))["result"]
         return LossRun(**result)
     finally:
         await asyncio.wait_for(caller.close(), 5)
