@@ -42,7 +42,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 APP = "adk-webrtc-gateway"
 TURN_TIMEOUT_S = 15.0
 MOVE_TIMEOUT_S = 20.0
-SDP = {"Content-Type": "application/sdp"}
 
 
 @dataclass
@@ -64,24 +63,21 @@ class Conversation:
         deadline = time.monotonic() + MOVE_TIMEOUT_S
         while True:
             caller = HeadlessCaller()
-            async with http.post(
-                f"{self.base}/calls{query}", data=await caller.offer(), headers=SDP
-            ) as response:
-                status, body, headers = response.status, await response.text(), response.headers
-            if status == 201:
-                await caller.accept(body)
+            dialled = await caller.dial(http, self.base, query)
+            if dialled.status == 201:
                 break
             await caller.close()
             # Draining or a dead instance behind the balancer: as the client, retry.
-            assert status == 503, body
+            assert dialled.status == 503, dialled.body
             assert time.monotonic() < deadline, "no instance took the re-offer"
-            await asyncio.sleep(float(headers.get("Retry-After", "1")))
+            await asyncio.sleep(dialled.retry_after_s or 1.0)
         await caller.wait_connected(20)
         session = await caller.wait_message(type="session", limit_s=20)
         assert not self.calls or session["session_id"] == self.session_id
         old, self.caller = self.caller, caller
         self.session_id = session["session_id"]
-        self.pid = int(headers["X-Gateway-Worker"])
+        assert dialled.worker_pid is not None
+        self.pid = dialled.worker_pid
         self.calls += 1
         self.errors.extend(m for m in old.messages if m.get("type") == "error")
         await old.close()  # after the new call connected: the client's order

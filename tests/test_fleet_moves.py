@@ -21,8 +21,6 @@ from tests.support.redis_server import redis_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-SDP = {"Content-Type": "application/sdp"}
-
 
 async def test_a_call_moved_to_another_instance_ends_there(tmp_path: Path) -> None:
     async with redis_server(tmp_path) as redis:
@@ -39,21 +37,13 @@ async def test_a_call_moved_to_another_instance_ends_there(tmp_path: Path) -> No
         ):
             first, second = HeadlessCaller(), HeadlessCaller()
             try:
-                async with http.post(
-                    f"{a.base}/calls?user_id=alice", data=await first.offer(), headers=SDP
-                ) as response:
-                    assert response.status == 201, await response.text()
-                    await first.accept(await response.text())
-                    session_id = response.headers["X-Session-Id"]
+                dialled = await first.dial(http, a.base, "?user_id=alice")
+                assert dialled.status == 201, dialled.body
                 await first.wait_connected()
-                async with http.post(
-                    f"{b.base}/calls?user_id=alice&session_id={session_id}",
-                    data=await second.offer(),
-                    headers=SDP,
-                ) as response:
-                    assert response.status == 201, await response.text()
-                    await second.accept(await response.text())
-                    assert response.headers["X-Session-Id"] == session_id
+                query = f"?user_id=alice&session_id={dialled.session_id}"
+                redialled = await second.dial(http, b.base, query)
+                assert redialled.status == 201, redialled.body
+                assert redialled.session_id == dialled.session_id
                 await second.wait_connected()
                 moved = await first.wait_message(type="error", code="moved", limit_s=10)
                 assert moved["fatal"] is True

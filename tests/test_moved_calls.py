@@ -24,8 +24,6 @@ from tests.support.fakes import FakeAgentConnector
 from tests.support.gateway_process import free_port, serving
 from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
-SDP = {"Content-Type": "application/sdp"}
-
 
 async def calls_on(client: Any) -> int:
     calls: int = (await (await client.get("/healthz")).json())["calls"]
@@ -100,24 +98,17 @@ async def test_a_re_offer_moves_a_call_owned_by_another_worker(tmp_path: Path) -
     ):
         first, second = HeadlessCaller(), HeadlessCaller()
         try:
-            async with http.post(
-                f"{gateway.base}/calls?user_id=alice", data=await first.offer(), headers=SDP
-            ) as response:
-                assert response.status == 201, await response.text()
-                await first.accept(await response.text())
-                session_id = response.headers["X-Session-Id"]
-                first_worker = response.headers["X-Gateway-Worker"]
+            dialled = await first.dial(http, gateway.base, "?user_id=alice")
+            assert dialled.status == 201, dialled.body
+            session_id = dialled.session_id
             await first.wait_connected()
             # The least-loaded worker takes the re-offer: the other one.
-            async with http.post(
-                f"{gateway.base}/calls?user_id=alice&session_id={session_id}",
-                data=await second.offer(),
-                headers=SDP,
-            ) as response:
-                assert response.status == 201, await response.text()
-                await second.accept(await response.text())
-                assert response.headers["X-Session-Id"] == session_id
-                assert response.headers["X-Gateway-Worker"] != first_worker
+            redialled = await second.dial(
+                http, gateway.base, f"?user_id=alice&session_id={session_id}"
+            )
+            assert redialled.status == 201, redialled.body
+            assert redialled.session_id == session_id
+            assert redialled.worker_pid != dialled.worker_pid
             await second.wait_connected()
             moved = await first.wait_message(type="error", code="moved", limit_s=10)
             assert moved["fatal"] is True

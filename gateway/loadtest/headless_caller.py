@@ -75,6 +75,10 @@ class DialResult:
     retry_after_s: float | None = None
     #: The call's ICE session (`ETag`, quoted): a trickle `PATCH` sends it in `If-Match`.
     etag: str | None = None
+    #: The conversation (`X-Session-Id`): a re-offer naming it continues it.
+    session_id: str | None = None
+    #: The gateway process that owns the call (`X-Gateway-Worker`, docs/protocol.md).
+    worker_pid: int | None = None
 
     def error_code(self) -> str:
         """The JSON error's `code`, or the start of the body."""
@@ -165,6 +169,8 @@ class HeadlessCaller:
                 location=response.headers.get("Location"),
                 retry_after_s=_seconds(response.headers.get("Retry-After")),
                 etag=response.headers.get("ETag"),
+                session_id=response.headers.get("X-Session-Id"),
+                worker_pid=_pid(response.headers.get("X-Gateway-Worker")),
             )
         if result.status == 201:
             await self.accept(result.body)
@@ -326,6 +332,10 @@ def _configuration(servers: Sequence[Mapping[str, str]]) -> RTCConfiguration:
 
 def _ignore(_: object) -> None:
     """A "track" handler for callers whose receiver is tapped: nothing to decode."""
+
+
+def _pid(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _seconds(value: str | None) -> float | None:

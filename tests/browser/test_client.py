@@ -309,16 +309,10 @@ async def test_a_call_moved_elsewhere_is_explained_and_not_taken_back(
     user_id = await page.evaluate("localStorage.getItem('gateway-user-id')")
     other = HeadlessCaller()
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{base}/calls?user_id={user_id}&session_id={session_id}",
-                data=await other.offer(),
-                headers={"Content-Type": "application/sdp"},
-            ) as response,
-        ):
-            assert response.status == 201, await response.text()
-            await other.accept(await response.text())
+        async with aiohttp.ClientSession() as http:
+            query = f"?user_id={user_id}&session_id={session_id}"
+            dialled = await other.dial(http, base, query)
+            assert dialled.status == 201, dialled.body
         await other.wait_connected()
         await page.wait_for(f"{NOTICE}.includes('another call')", timeout_s=10)
         await page.wait_for(f"{CONNECTION} === 'idle'", timeout_s=10)
