@@ -137,6 +137,20 @@ async def _until_serving(gateway: GatewayProcess, workers: int | None) -> None:
     )
 
 
+async def until_listening(
+    process: asyncio.subprocess.Process, port: int, timeout_s: float, why: Callable[[], str]
+) -> None:
+    """Return once something accepts TCP connections on 127.0.0.1:`port`; fail with
+    `why()` (the process's log, say) if `process` exits first or `timeout_s` passes."""
+    async with asyncio.timeout(timeout_s):
+        while process.returncode is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"exited with {process.returncode}: {why()}")
+
+
 async def stop(process: asyncio.subprocess.Process, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM, then SIGKILL after `timeout_s`; returns once the process is reaped."""
     if process.returncode is None:

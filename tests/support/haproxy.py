@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import REPO_ROOT
-from tests.support.gateway_process import free_port, stop
+from tests.support.gateway_process import free_port, stop, until_listening
 from tests.support.nginx import render
 
 TEMPLATE = REPO_ROOT / "docs" / "deploy" / "haproxy.cfg"
@@ -52,7 +51,9 @@ async def haproxy_in_front(instance_ports: Sequence[int]) -> AsyncIterator[Hapro
             )  # fmt: skip
         running = Haproxy(f"http://127.0.0.1:{port}", log)
         try:
-            await _until_listening(process, port, log)
+            await until_listening(
+                process, port, START_TIMEOUT_S, lambda: f"haproxy: {_output(log)}"
+            )
             yield running
         finally:
             await stop(process, timeout_s=5.0)
@@ -79,13 +80,3 @@ def _folder(port: int, instance_ports: Sequence[int]) -> Path:
 
 def _output(log: Path) -> str:
     return log.read_text(errors="replace")[-2000:]
-
-
-async def _until_listening(process: asyncio.subprocess.Process, port: int, log: Path) -> None:
-    async with asyncio.timeout(START_TIMEOUT_S):
-        while process.returncode is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"haproxy exited with {process.returncode}: {_output(log)}")

@@ -14,14 +14,13 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import REPO_ROOT
-from tests.support.gateway_process import free_port, stop
+from tests.support.gateway_process import free_port, stop, until_listening
 
 TEMPLATE = REPO_ROOT / "docs" / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -93,7 +92,12 @@ async def nginx_in_front(
         )  # fmt: skip
         running = Nginx(f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}", prefix)
         try:
-            await _until_listening(process, https_port, running)
+            await until_listening(
+                process,
+                https_port,
+                START_TIMEOUT_S,
+                lambda: f"nginx: {running.error_log()[-2000:]}",
+            )
             yield running
         finally:
             if process.returncode is None:
@@ -114,13 +118,3 @@ def _prefix(substitutions: dict[str, str]) -> Path:
     site.write_text(render(TEMPLATE.read_text(), substitutions))
     (prefix / "nginx.conf").write_text(MAIN_CONF.format(site=site))
     return prefix
-
-
-async def _until_listening(process: asyncio.subprocess.Process, port: int, nginx: Nginx) -> None:
-    async with asyncio.timeout(START_TIMEOUT_S):
-        while process.returncode is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"nginx exited with {process.returncode}: {nginx.error_log()[-2000:]}")
