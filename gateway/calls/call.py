@@ -362,12 +362,14 @@ class Call:
     async def _downlink(self, agent: AgentSession) -> None:
         """Agent events to the outbound track and the data channel."""
         async for event in agent.events():
+            self._trace.agent_event(event)
             if isinstance(event, AgentAudio | AgentText) and self._turn_at is not None:
-                REPLY_LATENCY.observe(time.monotonic() - self._turn_at)
+                latency_s = time.monotonic() - self._turn_at
                 self._turn_at = None
+                REPLY_LATENCY.observe(latency_s)
+                self._trace.turn_reply(latency_s)
             elif isinstance(event, Transcript) and event.role == "user" and event.final:
                 self._turn_at = time.monotonic()
-            self._trace.agent_event(event)
             if isinstance(event, AgentAudio):
                 self._outbound.push(event.pcm)
                 continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import time
 from collections.abc import Iterator
 
 from opentelemetry import context as otel_context
@@ -61,7 +60,6 @@ class CallTrace:
         self._on = self._span.is_recording()
         self._heard = False
         self._spoke = False
-        self._turn_ended_at: float | None = None  # the caller's turn waiting for a reply
         self._turns = 0
         self._interruptions = 0
 
@@ -103,7 +101,6 @@ class CallTrace:
         """The caller typed a turn."""
         if self._on:
             self.event("caller.text")
-            self._turn_ended_at = time.monotonic()
 
     def agent_event(self, event: AgentEvent) -> None:
         """An event from the agent, on its way to the caller."""
@@ -114,7 +111,6 @@ class CallTrace:
         elif isinstance(event, Transcript):
             if event.role == "user" and event.final:  # the model heard the caller out
                 self.event("caller.turn.ended")
-                self._turn_ended_at = time.monotonic()
         elif isinstance(event, AgentInterrupted):
             self._interruptions += 1
             self.event("agent.interrupted")
@@ -127,11 +123,13 @@ class CallTrace:
         if audio and not self._spoke:
             self._spoke = True
             self.event("agent.audio.first")
-        if self._turn_ended_at is not None:
-            latency_ms = (time.monotonic() - self._turn_ended_at) * 1000
-            self._turn_ended_at = None
+
+    def turn_reply(self, latency_s: float) -> None:
+        """The caller's turn got its first reply, `latency_s` after it reached the
+        agent's side (the call measures it once, for /metrics and for this)."""
+        if self._on:
             self._turns += 1
-            self.event("turn.reply", turn=self._turns, reply_latency_ms=round(latency_ms, 1))
+            self.event("turn.reply", turn=self._turns, reply_latency_ms=round(latency_s * 1000, 1))
 
     def hang_up_requested(self, reason: str) -> None:
         self.event("hangup", reason=reason)
