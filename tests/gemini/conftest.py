@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from google.adk.agents import Agent
+from google.adk.models.google_llm import Gemini
+from google.adk.sessions import InMemorySessionService
 
+from gateway.adk.live_config import LiveSettings
+from gateway.agent_bridge import AdkAgentConnector
 from tests.support.live_api_double import (
     GENERATION_MODELS,
     Generation,
@@ -65,3 +70,15 @@ def gemini_env(
     monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     return live_double
+
+
+@pytest.fixture
+async def gemini_connector(
+    gemini_env: LiveApiDouble, live_model_id: str
+) -> AsyncIterator[AdkAgentConnector]:
+    """A connector with a Gemini agent on the double's model (quick reconnects)."""
+    agent = Agent(name="gemini_agent", model=Gemini(model=live_model_id), instruction="Be brief.")
+    live = LiveSettings(model=live_model_id, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
+    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="t", live=live)
+    yield connector
+    await connector.close()

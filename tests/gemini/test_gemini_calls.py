@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,17 +38,6 @@ from tests.support.peers import HeadlessCaller, live_call, tone_pcm
 
 #: Every test here runs against both current model generations of the double.
 pytestmark = pytest.mark.parametrize("generation", GENERATIONS)
-
-
-@pytest.fixture
-async def gemini_connector(
-    gemini_env: LiveApiDouble, live_model_id: str
-) -> AsyncIterator[AdkAgentConnector]:
-    agent = Agent(name="gemini_agent", model=Gemini(model=live_model_id), instruction="Be brief.")
-    live = LiveSettings(model=live_model_id, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
-    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="t", live=live)
-    yield connector
-    await connector.close()
 
 
 @pytest.fixture

@@ -12,30 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from google.adk.agents import Agent
-from google.adk.models.google_llm import Gemini
-from google.adk.sessions import InMemorySessionService
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.adk.live_config import LiveSettings
 from gateway.agent_bridge import AdkAgentConnector
 from tests.support.live_api_double import LiveApiDouble, LiveConnection
 from tests.support.peers import live_call, tone_pcm
-
-
-@pytest.fixture
-async def gemini_connector(
-    gemini_env: LiveApiDouble, live_model_id: str
-) -> AsyncIterator[AdkAgentConnector]:
-    agent = Agent(name="gemini_agent", model=Gemini(model=live_model_id), instruction="Be brief.")
-    live = LiveSettings(model=live_model_id, connect_timeout_s=1.5, reconnect_backoff_s=0.05)
-    connector = AdkAgentConnector(agent, InMemorySessionService(), app_name="t", live=live)
-    yield connector
-    await connector.close()
 
 
 async def go_aways(client: Any) -> float:
